@@ -1,0 +1,81 @@
+/*
+ * im2col.cu — unfold images into columns for convolution as a GEMM, and fold
+ * column gradients back.
+ *
+ *   x    [N, C, H, W]                      input images, NCHW, contiguous
+ *   col  [N, C*KH*KW, HO*WO]               one column per output pixel
+ *
+ *   col[n, (c*KH + ki)*KW + kj, oh*WO + ow] = x[n, c, oh*SH - PH + ki, ow*SW - PW + kj]
+ *                                             (0 where that falls in the padding)
+ *
+ * with HO = (H + 2*PH - KH) / SH + 1 and WO = (W + 2*PW - KW) / SW + 1.
+ * The convolution is then y[n] = Wt[O, C*KH*KW] @ col[n] (the BLAS's GEMM).
+ *
+ * col2im is the adjoint of im2col: each input pixel sums the column entries
+ * that were copied from it,
+ *
+ *   dx[n, c, h, w] = sum over (ki, kj, oh, ow) with oh*SH - PH + ki = h
+ *                    and ow*SW - PW + kj = w of dcol[n, (c*KH + ki)*KW + kj, oh*WO + ow].
+ *
+ * It is written as a gather (one thread per input pixel), never a scatter with
+ * atomics, so the sum is in a fixed order and the result is deterministic.
+ */
+#include "portable.cuh"
+
+KERNEL(im2col)(const real* x, real* col,
+               long long N, long long C, long long H, long long W,
+               long long KH, long long KW, long long SH, long long SW,
+               long long PH, long long PW, long long HO, long long WO)
+{
+    /* One line per (n, c, ki, kj, oh): a row of WO output pixels. */
+    FOR_EACH_LINE(line, N * C * KH * KW * HO, WO) {
+        long long oh = line % HO;
+        long long kj = line / HO % KW;
+        long long ki = line / (HO * KW) % KH;
+        long long nc = line / (HO * KW * KH);
+        long long h = oh * SH - PH + ki;
+        real* out = col + line * WO;
+        if (h < 0 || h >= H) {
+            FOR_EACH_IN_RUN(ow, WO) out[ow] = 0;
+            continue;
+        }
+        const real* row = x + (nc * H + h) * W;
+        FOR_EACH_IN_RUN(ow, WO) {
+            long long w = ow * SW - PW + kj;
+            out[ow] = (w >= 0 && w < W) ? row[w] : (real)0;
+        }
+    }
+}
+
+KERNEL(col2im)(const real* col, real* x,
+               long long N, long long C, long long H, long long W,
+               long long KH, long long KW, long long SH, long long SW,
+               long long PH, long long PW, long long HO, long long WO)
+{
+    /* One line per (n, c, h): a row of W input pixels. */
+    FOR_EACH_LINE(line, N * C * H, W) {
+        long long h = line % H;
+        long long nc = line / H;
+        real* out = x + line * W;
+        FOR_EACH_IN_RUN(w, W) out[w] = 0;
+        for (long long ki = 0; ki < KH; ++ki) {
+            long long th = h + PH - ki;  /* = oh * SH when kernel row ki covers h */
+            if (th < 0 || th % SH != 0 || th / SH >= HO) continue;
+            long long oh = th / SH;
+            for (long long kj = 0; kj < KW; ++kj) {
+                const real* src = col + ((nc * KH + ki) * KW + kj) * HO * WO + oh * WO;
+                if (SW == 1) {  /* the common case needs no division per pixel */
+                    FOR_EACH_IN_RUN(w, W) {
+                        long long ow = w + PW - kj;
+                        if (ow >= 0 && ow < WO) out[w] += src[ow];
+                    }
+                } else {
+                    FOR_EACH_IN_RUN(w, W) {
+                        long long tw = w + PW - kj;
+                        if (tw >= 0 && tw % SW == 0 && tw / SW < WO) out[w] += src[tw / SW];
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,89 @@
+/*
+ * pool.cu — 2-D max pooling and global average pooling, forward and backward.
+ *
+ * Max pooling, windows KH x KW at stride SH x SW, no padding:
+ *   x       [N, C, H, W]      input
+ *   y       [N, C, HO, WO]    y[n,c,oh,ow] = max over ki<KH, kj<KW of x[n, c, oh*SH + ki, ow*SW + kj]
+ *   argmax  [N, C, HO, WO]    int64: h*W + w of that maximum within its (n, c) plane;
+ *                             the first maximum in row-major window order wins ties
+ *   HO = (H - KH) / SH + 1,  WO = (W - KW) / SW + 1
+ *
+ * Backward routes each output gradient to its argmax:
+ *   dx[n,c,h,w] = sum over windows (oh, ow) containing (h, w) with
+ *                 argmax[n,c,oh,ow] == h*W + w of dy[n,c,oh,ow]
+ * — a gather over the windows that cover each input pixel, so overlapping
+ * windows need no atomics and the sum order is fixed.
+ *
+ * Global average pooling:
+ *   y[n, c]        = (1 / HW) * sum_i x[n, c, i]      x [N, C, HW]
+ *   dx[n, c, i]    = dy[n, c] / HW
+ */
+#include "portable.cuh"
+
+KERNEL(maxpool_forward)(const real* x, real* y, long long* argmax,
+                        long long N, long long C, long long H, long long W,
+                        long long KH, long long KW, long long SH, long long SW,
+                        long long HO, long long WO)
+{
+    /* One line per (n, c, oh): a row of WO windows. */
+    FOR_EACH_LINE(line, N * C * HO, WO) {
+        long long oh = line % HO;
+        const real* plane = x + line / HO * H * W;
+        FOR_EACH_IN_RUN(ow, WO) {
+            long long best = oh * SH * W + ow * SW;
+            real best_value = plane[best];
+            for (long long ki = 0; ki < KH; ++ki)
+                for (long long kj = 0; kj < KW; ++kj) {
+                    long long at = (oh * SH + ki) * W + ow * SW + kj;
+                    if (plane[at] > best_value) { best_value = plane[at]; best = at; }
+                }
+            y[line * WO + ow] = best_value;
+            argmax[line * WO + ow] = best;
+        }
+    }
+}
+
+KERNEL(maxpool_backward)(const real* dy, const long long* argmax, real* dx,
+                         long long N, long long C, long long H, long long W,
+                         long long KH, long long KW, long long SH, long long SW,
+                         long long HO, long long WO)
+{
+    /* One line per (n, c, h): a row of W input pixels. */
+    FOR_EACH_LINE(line, N * C * H, W) {
+        long long h = line % H;
+        long long nc = line / H;
+        /* Window rows covering h: oh*SH <= h < oh*SH + KH. */
+        long long oh_first = h < KH ? 0 : (h - KH) / SH + 1;
+        long long oh_last = gc_minll(h / SH, HO - 1);
+        const real* dy_plane = dy + nc * HO * WO;
+        const long long* arg_plane = argmax + nc * HO * WO;
+        FOR_EACH_IN_RUN(w, W) {
+            long long ow_last = gc_minll(w / SW, WO - 1);
+            long long ow_first = w < KW ? 0 : (w - KW) / SW + 1;
+            long long here = h * W + w;
+            real sum = 0;
+            for (long long oh = oh_first; oh <= oh_last; ++oh)
+                for (long long ow = ow_first; ow <= ow_last; ++ow)
+                    if (arg_plane[oh * WO + ow] == here) sum += dy_plane[oh * WO + ow];
+            dx[line * W + w] = sum;
+        }
+    }
+}
+
+KERNEL(global_avgpool_forward)(const real* x, real* y, long long NC, long long HW)
+{
+    FOR_EACH_REDUCTION(i, NC, HW) {
+        const real* plane = x + i * HW;
+        real sum = 0;
+        for (long long j = 0; j < HW; ++j) sum += plane[j];
+        y[i] = sum / (real)HW;
+    }
+}
+
+KERNEL(global_avgpool_backward)(const real* dy, real* dx, long long NC, long long HW)
+{
+    FOR_EACH_LINE(i, NC, HW) {
+        real g = dy[i] / (real)HW;
+        FOR_EACH_IN_RUN(j, HW) dx[i * HW + j] = g;
+    }
+}
