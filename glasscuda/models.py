@@ -1,0 +1,133 @@
+"""The two networks of glasscuda, built from glasscuda.nn layers.
+
+``BinaryDetector`` (is anything wrong with this glass?)::
+
+    4 x [Conv (same padding) -> ReLU -> MaxPool 2x2]   1->16 k5, 16->32 k3, 32->64 k3, 64->64 k3
+    Flatten -> Linear(64 * (S/16)^2, 128) -> ReLU -> Linear(128, 1)      one logit
+
+``MultiLabelNet`` (which defects?): the same conv backbone, global average
+pooling and one Linear to one logit per class. Because the head is linear on
+pooled features, ``class_activation_maps`` can say where on the glass each
+class's evidence lies (Zhou et al., 2016).
+
+Both return logits; probabilities are ``sigmoid`` of them.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .nn import Conv2d, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, Module, ReLU, Sequential
+
+BACKBONE = ((16, 5), (32, 3), (64, 3), (64, 3))   # (out_channels, kernel_size) per block
+DOWNSAMPLE = 2 ** len(BACKBONE)
+
+
+def conv_backbone(in_channels: int, rng) -> list[Module]:
+    layers, channels = [], in_channels
+    for out_channels, k in BACKBONE:
+        layers += [Conv2d(channels, out_channels, k, padding=k // 2, rng=rng), ReLU(), MaxPool2d(2)]
+        channels = out_channels
+    return layers
+
+
+def sigmoid(xp, z):
+    """Numerically safe logistic function on any array module."""
+    return 0.5 * (1.0 + xp.tanh(0.5 * z))
+
+
+class _Network(Module):
+    """A Sequential body plus the configuration needed to rebuild it."""
+
+    architecture = ""
+
+    def __init__(self, body: Sequential, config: dict):
+        super().__init__()
+        self.body = body
+        self._children = {"body": body}
+        self._config = config
+
+    def config(self) -> dict:
+        """Everything needed to rebuild this network (stored in checkpoints)."""
+        return {"architecture": self.architecture, **self._config}
+
+    def forward(self, x):
+        return self.body.forward(x)
+
+    def backward(self, grad_out, need_input_grad=True):
+        return self.body.backward(grad_out, need_input_grad=need_input_grad)
+
+    def predict_proba(self, x):
+        """Probabilities in eval mode; the mode the network was in is restored."""
+        was_training = self.training
+        self.eval()
+        try:
+            return sigmoid(self.backend.xp, self.forward(x))
+        finally:
+            self.train(was_training)
+
+
+class BinaryDetector(_Network):
+    """The binary defect detector of DESIGN.md (job 1). Input [N, C, S, S], S divisible by 16."""
+
+    architecture = "binary"
+
+    def __init__(self, in_channels: int = 1, image_size: int = 128, *, seed: int | None = 0):
+        if image_size % DOWNSAMPLE:
+            raise ValueError(f"image_size must be a multiple of {DOWNSAMPLE}, got {image_size}")
+        rng = np.random.default_rng(seed)
+        side = image_size // DOWNSAMPLE
+        body = Sequential(*conv_backbone(in_channels, rng), Flatten(),
+                          Linear(BACKBONE[-1][0] * side * side, 128, rng=rng), ReLU(),
+                          Linear(128, 1, rng=rng))
+        super().__init__(body, {"in_channels": in_channels, "image_size": image_size})
+
+
+class MultiLabelNet(_Network):
+    """Conv backbone -> global average pool -> Linear(64, n_classes). Any input size divisible by 16."""
+
+    architecture = "multilabel"
+
+    def __init__(self, in_channels: int = 1, n_classes: int = 4, image_size: int = 256, *,
+                 seed: int | None = 0):
+        if image_size % DOWNSAMPLE:
+            raise ValueError(f"image_size must be a multiple of {DOWNSAMPLE}, got {image_size}")
+        rng = np.random.default_rng(seed)
+        body = Sequential(*conv_backbone(in_channels, rng), GlobalAvgPool2d(),
+                          Linear(BACKBONE[-1][0], n_classes, rng=rng))
+        super().__init__(body, {"in_channels": in_channels, "n_classes": n_classes,
+                                "image_size": image_size})
+        self.n_backbone_layers = len(body) - 2
+
+    def class_activation_maps(self, x):
+        """Per-class evidence maps [N, K, S/16, S/16]: head weights applied to the last feature maps.
+
+        ``cam[n, k] = sum_c W[k, c] * features[n, c] + b[k]``; the global
+        average of ``cam[n, k]`` is exactly logit k, so the map shows where
+        that logit comes from. Returns (logits, cams).
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            features = x
+            for layer in self.body.layers[:self.n_backbone_layers]:
+                features = layer.forward(features)
+            head = self.body.layers[-1]
+            N, C, H, W = features.shape
+            flat = features.reshape(N, C, H * W)
+            cams = self.backend.xp.matmul(head.weight.data, flat) + head.bias.data[None, :, None]
+            cams = cams.reshape(N, -1, H, W)
+            return cams.mean(axis=(2, 3)), cams
+        finally:
+            self.train(was_training)
+
+
+ARCHITECTURES = {cls.architecture: cls for cls in (BinaryDetector, MultiLabelNet)}
+
+
+def build_model(config: dict, *, seed: int | None = 0) -> _Network:
+    """Rebuild a network from its ``config()`` (as stored in a checkpoint)."""
+    config = dict(config)
+    name = config.pop("architecture", None)
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[name](**config, seed=seed)

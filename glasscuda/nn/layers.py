@@ -1,0 +1,235 @@
+"""Layers with explicit forward and backward passes.
+
+Parameter layouts and default initialisation are PyTorch's (conv weight
+[out, in, kh, kw], linear weight [out, in], both drawn from
+U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as ``kaiming_uniform_(a=sqrt(5))`` gives),
+so weights move between the two without reshaping.
+
+Each layer keeps, during ``forward`` in training mode, exactly what its
+``backward`` needs; in eval mode it keeps nothing.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import ops
+from .module import Module, Parameter
+
+
+def _uniform(rng, bound, shape):
+    rng = rng if rng is not None else np.random.default_rng()
+    return rng.uniform(-bound, bound, size=shape).astype(np.float32)
+
+
+def _check_backward(layer, cache):
+    if cache is None:
+        raise RuntimeError(f"{type(layer).__name__}.backward called without a forward pass in "
+                           "training mode (call model.train() before forward)")
+
+
+class Conv2d(Module):
+    """2-D convolution (cross-correlation) by im2col + GEMM, with bias."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *, rng=None):
+        super().__init__()
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = ops._pair(kernel_size)
+        self.stride, self.padding = ops._pair(stride), ops._pair(padding)
+        fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        bound = 1.0 / math.sqrt(fan_in)
+        be = self.backend
+        self._params = {
+            "weight": Parameter(_uniform(rng, bound, (out_channels, in_channels, *self.kernel_size)), be),
+            "bias": Parameter(_uniform(rng, bound, (out_channels,)), be),
+        }
+        self._cache = None
+
+    weight = property(lambda self: self._params["weight"])
+    bias = property(lambda self: self._params["bias"])
+
+    def forward(self, x):
+        x = self._input(x)
+        y, col = ops.conv2d_forward(self.backend, x, self.weight.data, self.bias.data,
+                                    self.stride, self.padding)
+        self._cache = (col, x.shape) if self.training else None
+        return y
+
+    def backward(self, grad_out, need_input_grad=True):
+        _check_backward(self, self._cache)
+        col, x_shape = self._cache
+        dx, dw, db = ops.conv2d_backward(self.backend, grad_out, col, x_shape, self.weight.data,
+                                         self.stride, self.padding, need_dx=need_input_grad)
+        self.weight.grad += dw
+        self.bias.grad += db
+        self._cache = None
+        return dx
+
+    def _clear_cache(self):
+        self._cache = None
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}")
+
+
+class Linear(Module):
+    """y = x @ weight.T + bias."""
+
+    def __init__(self, in_features, out_features, *, rng=None):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        bound = 1.0 / math.sqrt(self.in_features)
+        be = self.backend
+        self._params = {
+            "weight": Parameter(_uniform(rng, bound, (out_features, in_features)), be),
+            "bias": Parameter(_uniform(rng, bound, (out_features,)), be),
+        }
+        self._cache = None
+
+    weight = property(lambda self: self._params["weight"])
+    bias = property(lambda self: self._params["bias"])
+
+    def forward(self, x):
+        x = self._input(x)
+        self._cache = x if self.training else None
+        return ops.linear_forward(self.backend, x, self.weight.data, self.bias.data)
+
+    def backward(self, grad_out, need_input_grad=True):
+        _check_backward(self, self._cache)
+        dx, dw, db = ops.linear_backward(self.backend, grad_out, self._cache, self.weight.data,
+                                         need_dx=need_input_grad)
+        self.weight.grad += dw
+        self.bias.grad += db
+        self._cache = None
+        return dx
+
+    def _clear_cache(self):
+        self._cache = None
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+class ReLU(Module):
+    def __init__(self):
+        super().__init__()
+        self._cache = None
+
+    def forward(self, x):
+        x = self._input(x)
+        y = ops.relu_forward(self.backend, x)
+        self._cache = y if self.training else None   # y > 0 exactly where x > 0
+        return y
+
+    def backward(self, grad_out, need_input_grad=True):
+        _check_backward(self, self._cache)
+        dx = ops.relu_backward(self.backend, self._cache, grad_out)
+        self._cache = None
+        return dx
+
+    def _clear_cache(self):
+        self._cache = None
+
+
+class MaxPool2d(Module):
+    """Max pooling without padding; ``stride`` defaults to ``kernel_size``."""
+
+    def __init__(self, kernel_size, stride=None):
+        super().__init__()
+        self.kernel_size = ops._pair(kernel_size)
+        self.stride = ops._pair(stride if stride is not None else kernel_size)
+        self._cache = None
+
+    def forward(self, x):
+        x = self._input(x)
+        y, argmax = ops.maxpool2d_forward(self.backend, x, self.kernel_size, self.stride)
+        self._cache = (argmax, x.shape) if self.training else None
+        return y
+
+    def backward(self, grad_out, need_input_grad=True):
+        _check_backward(self, self._cache)
+        argmax, x_shape = self._cache
+        self._cache = None
+        return ops.maxpool2d_backward(self.backend, grad_out, argmax, x_shape,
+                                      self.kernel_size, self.stride)
+
+    def _clear_cache(self):
+        self._cache = None
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+class GlobalAvgPool2d(Module):
+    """[N, C, H, W] -> [N, C], the mean over each feature map."""
+
+    def __init__(self):
+        super().__init__()
+        self._shape = None
+
+    def forward(self, x):
+        x = self._input(x)
+        self._shape = x.shape if self.training else None
+        return ops.global_avgpool_forward(self.backend, x)
+
+    def backward(self, grad_out, need_input_grad=True):
+        _check_backward(self, self._shape)
+        dx = ops.global_avgpool_backward(self.backend, grad_out, self._shape)
+        self._shape = None
+        return dx
+
+    def _clear_cache(self):
+        self._shape = None
+
+
+class Flatten(Module):
+    """[N, ...] -> [N, prod(...)]."""
+
+    def __init__(self):
+        super().__init__()
+        self._shape = None
+
+    def forward(self, x):
+        x = self._input(x)
+        self._shape = x.shape if self.training else None
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, grad_out, need_input_grad=True):
+        _check_backward(self, self._shape)
+        dx = grad_out.reshape(self._shape)
+        self._shape = None
+        return dx
+
+    def _clear_cache(self):
+        self._shape = None
+
+
+class Sequential(Module):
+    """Layers applied in order; backward runs them in reverse."""
+
+    def __init__(self, *layers):
+        super().__init__()
+        self.layers = list(layers)
+        self._children = {str(i): layer for i, layer in enumerate(self.layers)}
+        if layers:
+            self.backend, self.dtype = layers[0].backend, layers[0].dtype
+
+    def __getitem__(self, index):
+        return self.layers[index]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, grad_out, need_input_grad=True):
+        grad = grad_out
+        for i in range(len(self.layers) - 1, -1, -1):
+            grad = self.layers[i].backward(grad, need_input_grad=need_input_grad or i > 0)
+        return grad
+

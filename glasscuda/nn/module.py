@@ -1,0 +1,148 @@
+"""Module and Parameter: what every layer and model shares.
+
+A module owns parameters (``.data`` and ``.grad`` arrays on its backend), has
+an explicit ``forward(x)`` and ``backward(grad_out) -> grad_in``, and moves
+between devices and precisions with ``to``. Gradients accumulate into
+``.grad`` across backward calls, as in PyTorch; ``zero_grad`` clears them.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import Backend, get_backend
+
+
+class Parameter:
+    """A learnable array and its gradient, both on the owning module's backend."""
+
+    def __init__(self, data, backend: Backend):
+        self.backend = backend
+        self.data = backend.asarray(data)
+        self.grad = backend.xp.zeros_like(self.data)
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={tuple(self.shape)}, dtype={self.data.dtype}, device={self.backend.name})"
+
+
+class Module:
+    """Base class of layers and models.
+
+    Subclasses set ``self._params`` (name -> Parameter) and/or
+    ``self._children`` (name -> Module), and implement ``forward``/``backward``.
+    """
+
+    def __init__(self):
+        self.backend = get_backend("cpu")
+        self.dtype = np.dtype(np.float32)
+        self.training = True
+        self._params: dict[str, Parameter] = {}
+        self._children: dict[str, Module] = {}
+
+    # Calling -----------------------------------------------------------------
+    def forward(self, x):
+        raise NotImplementedError(f"{type(self).__name__} must implement forward")
+
+    def backward(self, grad_out, need_input_grad: bool = True):
+        raise NotImplementedError(f"{type(self).__name__} must implement backward")
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def _input(self, x):
+        """``x`` as a contiguous array of this module's backend and precision."""
+        if not isinstance(x, self.backend.xp.ndarray):
+            raise TypeError(f"{type(self).__name__} is on {self.backend.name}; got a "
+                            f"{type(x).__module__}.{type(x).__name__} input — move it with "
+                            "backend.asarray or call model.to(...) first")
+        if x.dtype != self.dtype:
+            raise TypeError(f"{type(self).__name__} holds {self.dtype} parameters; got {x.dtype} input")
+        return self.backend.xp.ascontiguousarray(x)
+
+    # Parameters --------------------------------------------------------------
+    def named_parameters(self, prefix: str = ""):
+        for name, param in self._params.items():
+            yield prefix + name, param
+        for child_name, child in self._children.items():
+            yield from child.named_parameters(f"{prefix}{child_name}.")
+
+    def parameters(self) -> list[Parameter]:
+        return [p for _, p in self.named_parameters()]
+
+    def modules(self):
+        yield self
+        for child in self._children.values():
+            yield from child.modules()
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad.fill(0)
+
+    def num_parameters(self) -> int:
+        return sum(int(p.data.size) for p in self.parameters())
+
+    # Modes, devices, precisions ------------------------------------------------
+    def train(self, mode: bool = True):
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def to(self, device=None, dtype=None):
+        """Move parameters to ``device`` ("cpu", "gpu", "auto" or a Backend) and/or cast to ``dtype``."""
+        backend = self.backend if device is None else get_backend(device)
+        dtype = self.dtype if dtype is None else np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"parameters must be float32 or float64, got {dtype}")
+        for m in self.modules():
+            for param in m._params.values():
+                host = param.backend.to_numpy(param.data).astype(dtype)
+                param.backend = backend
+                param.data = backend.asarray(host)
+                param.grad = backend.xp.zeros_like(param.data)
+            m.backend, m.dtype = backend, dtype
+            m._clear_cache()
+        return self
+
+    def _clear_cache(self) -> None:
+        """Forget what forward kept for backward (layers override)."""
+
+    # State -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Parameters as NumPy arrays (copies), keyed by dotted name."""
+        return {name: np.array(p.backend.to_numpy(p.data), copy=True)
+                for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Copy arrays into the parameters; names and shapes must match exactly."""
+        own = dict(self.named_parameters())
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise KeyError(f"state dict does not match {type(self).__name__}: "
+                           f"missing {missing or 'nothing'}, unexpected {unexpected or 'nothing'}")
+        for name, param in own.items():
+            value = np.asarray(state[name])
+            if value.shape != tuple(param.shape):
+                raise ValueError(f"state dict entry {name!r} has shape {value.shape}, "
+                                 f"the model expects {tuple(param.shape)}")
+        for name, param in own.items():
+            param.data[...] = param.backend.asarray(np.asarray(state[name], dtype=param.data.dtype))
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        if not self._children:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"{type(self).__name__}("]
+        for name, child in self._children.items():
+            body = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {body}")
+        lines.append(")")
+        return "\n".join(lines)

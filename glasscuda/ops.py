@@ -1,0 +1,266 @@
+"""Operations over the kernels: what the layers call.
+
+Each function takes a :class:`~glasscuda.backend.Backend` and arrays on its
+device and returns new arrays. Convolution is im2col + GEMM (the array
+library's BLAS) + bias; its backward is GEMMs + col2im + bias_grad. Everything
+elementwise, every reduction that defines a result, and every index shuffle is
+a hand-written kernel; NumPy/CuPy provide allocation and GEMM only.
+
+Shapes follow PyTorch: images NCHW, conv weight [O, C, KH, KW], linear weight
+[out, in].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Sizes of one convolution: input [N, C, H, W], kernel [O, C, KH, KW], output [N, O, HO, WO]."""
+
+    N: int
+    C: int
+    H: int
+    W: int
+    KH: int
+    KW: int
+    SH: int
+    SW: int
+    PH: int
+    PW: int
+
+    @property
+    def HO(self) -> int:
+        return (self.H + 2 * self.PH - self.KH) // self.SH + 1
+
+    @property
+    def WO(self) -> int:
+        return (self.W + 2 * self.PW - self.KW) // self.SW + 1
+
+    def kernel_args(self) -> dict:
+        return dict(N=self.N, C=self.C, H=self.H, W=self.W, KH=self.KH, KW=self.KW,
+                    SH=self.SH, SW=self.SW, PH=self.PH, PW=self.PW, HO=self.HO, WO=self.WO)
+
+    @classmethod
+    def of(cls, x_shape, weight_shape, stride=1, padding=0) -> "ConvGeometry":
+        if len(x_shape) != 4:
+            raise ValueError(f"conv2d expects input [N, C, H, W], got shape {tuple(x_shape)}")
+        N, C, H, W = x_shape
+        O, C_w, KH, KW = weight_shape
+        if C != C_w:
+            raise ValueError(f"conv2d: input has {C} channels but the weight expects {C_w} "
+                             f"(weight shape {tuple(weight_shape)})")
+        (SH, SW), (PH, PW) = _pair(stride), _pair(padding)
+        geometry = cls(N, C, H, W, KH, KW, SH, SW, PH, PW)
+        if geometry.HO < 1 or geometry.WO < 1:
+            raise ValueError(f"conv2d: a {KH}x{KW} kernel with padding {PH},{PW} does not fit "
+                             f"a {H}x{W} input")
+        return geometry
+
+
+# Convolution ----------------------------------------------------------------
+
+def im2col(be, x, geometry: ConvGeometry):
+    g = geometry
+    col = be.xp.empty((g.N, g.C * g.KH * g.KW, g.HO * g.WO), dtype=x.dtype)
+    be.launch("im2col", x=x, col=col, **g.kernel_args())
+    return col
+
+
+def col2im(be, col, geometry: ConvGeometry):
+    g = geometry
+    x = be.xp.empty((g.N, g.C, g.H, g.W), dtype=col.dtype)
+    be.launch("col2im", col=col, x=x, **g.kernel_args())
+    return x
+
+
+def conv2d_forward(be, x, weight, bias, stride=1, padding=0):
+    """y = conv(x, weight) + bias. Returns (y [N, O, HO, WO], col) — col is kept for backward."""
+    g = ConvGeometry.of(x.shape, weight.shape, stride, padding)
+    col = im2col(be, x, g)
+    O = weight.shape[0]
+    y = be.xp.matmul(weight.reshape(O, -1), col)          # [N, O, HO*WO]
+    if bias is not None:
+        be.launch("bias_add", x=y, b=bias, y=y, N=g.N, C=O, S=g.HO * g.WO)
+    return y.reshape(g.N, O, g.HO, g.WO), col
+
+
+def conv2d_backward(be, dy, col, x_shape, weight, stride=1, padding=0, need_dx=True):
+    """Gradients of conv2d_forward: (dx or None, dweight, dbias)."""
+    g = ConvGeometry.of(x_shape, weight.shape, stride, padding)
+    O = weight.shape[0]
+    dy = dy.reshape(g.N, O, g.HO * g.WO)
+    dweight = be.xp.matmul(dy, col.transpose(0, 2, 1)).sum(axis=0).reshape(weight.shape)
+    dbias = be.xp.empty(O, dtype=dy.dtype)
+    be.launch("bias_grad", dy=dy, db=dbias, N=g.N, C=O, S=g.HO * g.WO)
+    dx = None
+    if need_dx:
+        dcol = be.xp.matmul(weight.reshape(O, -1).T, dy)  # [N, C*KH*KW, HO*WO]
+        dx = col2im(be, dcol, g)
+    return dx, dweight, dbias
+
+
+# Pooling --------------------------------------------------------------------
+
+def maxpool2d_forward(be, x, kernel_size, stride=None):
+    """Returns (y [N, C, HO, WO], argmax int64 of the same shape)."""
+    (KH, KW) = _pair(kernel_size)
+    (SH, SW) = _pair(stride if stride is not None else kernel_size)
+    N, C, H, W = x.shape
+    if KH > H or KW > W:
+        raise ValueError(f"max-pool window {KH}x{KW} is larger than the {H}x{W} input")
+    HO, WO = (H - KH) // SH + 1, (W - KW) // SW + 1
+    y = be.xp.empty((N, C, HO, WO), dtype=x.dtype)
+    argmax = be.xp.empty((N, C, HO, WO), dtype=np.int64)
+    be.launch("maxpool_forward", x=x, y=y, argmax=argmax, N=N, C=C, H=H, W=W,
+              KH=KH, KW=KW, SH=SH, SW=SW, HO=HO, WO=WO)
+    return y, argmax
+
+
+def maxpool2d_backward(be, dy, argmax, x_shape, kernel_size, stride=None):
+    (KH, KW) = _pair(kernel_size)
+    (SH, SW) = _pair(stride if stride is not None else kernel_size)
+    N, C, H, W = x_shape
+    HO, WO = dy.shape[2], dy.shape[3]
+    dx = be.xp.empty(x_shape, dtype=dy.dtype)
+    be.launch("maxpool_backward", dy=be.xp.ascontiguousarray(dy), argmax=argmax, dx=dx,
+              N=N, C=C, H=H, W=W, KH=KH, KW=KW, SH=SH, SW=SW, HO=HO, WO=WO)
+    return dx
+
+
+def global_avgpool_forward(be, x):
+    """[N, C, H, W] -> [N, C]."""
+    N, C, H, W = x.shape
+    y = be.xp.empty((N, C), dtype=x.dtype)
+    be.launch("global_avgpool_forward", x=x, y=y, NC=N * C, HW=H * W)
+    return y
+
+
+def global_avgpool_backward(be, dy, x_shape):
+    N, C, H, W = x_shape
+    dx = be.xp.empty(x_shape, dtype=dy.dtype)
+    be.launch("global_avgpool_backward", dy=be.xp.ascontiguousarray(dy), dx=dx, NC=N * C, HW=H * W)
+    return dx
+
+
+# Activation and linear ------------------------------------------------------
+
+def relu_forward(be, x):
+    y = be.xp.empty_like(x)
+    be.launch("relu_forward", x=x, y=y, n=x.size)
+    return y
+
+
+def relu_backward(be, x, dy):
+    dx = be.xp.empty_like(x)
+    be.launch("relu_backward", x=x, dy=be.xp.ascontiguousarray(dy), dx=dx, n=x.size)
+    return dx
+
+
+def linear_forward(be, x, weight, bias):
+    """y = x @ weight.T + bias, x [N, in], weight [out, in]."""
+    if x.ndim != 2 or x.shape[1] != weight.shape[1]:
+        raise ValueError(f"linear: input shape {tuple(x.shape)} does not match weight "
+                         f"[out={weight.shape[0]}, in={weight.shape[1]}]")
+    y = be.xp.matmul(x, weight.T)
+    if bias is not None:
+        be.launch("bias_add", x=y, b=bias, y=y, N=x.shape[0], C=weight.shape[0], S=1)
+    return y
+
+
+def linear_backward(be, dy, x, weight, need_dx=True):
+    """Gradients of linear_forward: (dx or None, dweight, dbias)."""
+    dy = be.xp.ascontiguousarray(dy)
+    dweight = be.xp.matmul(dy.T, x)
+    dbias = be.xp.empty(weight.shape[0], dtype=dy.dtype)
+    be.launch("bias_grad", dy=dy, db=dbias, N=dy.shape[0], C=dy.shape[1], S=1)
+    dx = be.xp.matmul(dy, weight) if need_dx else None
+    return dx, dweight, dbias
+
+
+# Losses (mean over elements or rows; the gradient is of that mean) ----------
+
+def bce_with_logits(be, logits, targets, eps=1e-7):
+    """Mean binary cross-entropy of sigmoid(logits), probability clamped to [eps, 1-eps].
+
+    Returns (loss as a Python float, gradient with respect to the logits)."""
+    z = be.xp.ascontiguousarray(logits)
+    y = be.xp.ascontiguousarray(targets, dtype=z.dtype)
+    if y.shape != z.shape:
+        raise ValueError(f"bce: targets shape {tuple(y.shape)} != logits shape {tuple(z.shape)}")
+    loss = be.xp.empty_like(z)
+    grad = be.xp.empty_like(z)
+    be.launch("bce_with_logits", z=z, y=y, loss=loss, grad=grad, n=z.size, eps=eps,
+              scale=1.0 / max(z.size, 1))
+    return float(loss.mean()), grad
+
+
+def focal_with_logits(be, logits, targets, weights, gamma=2.0):
+    """Mean weighted multi-label focal loss over [N, K] logits (see kernels/loss.cu)."""
+    z = be.xp.ascontiguousarray(logits)
+    y = be.xp.ascontiguousarray(targets, dtype=z.dtype)
+    w = be.xp.ascontiguousarray(be.xp.asarray(weights, dtype=z.dtype))
+    if z.ndim != 2 or y.shape != z.shape or w.shape != (z.shape[1],):
+        raise ValueError(f"focal: expected logits [N, K], targets [N, K], weights [K]; got "
+                         f"{tuple(z.shape)}, {tuple(y.shape)}, {tuple(w.shape)}")
+    loss = be.xp.empty_like(z)
+    grad = be.xp.empty_like(z)
+    be.launch("focal_with_logits", z=z, y=y, weight=w, loss=loss, grad=grad,
+              N=z.shape[0], K=z.shape[1], gamma=gamma, scale=1.0 / max(z.size, 1))
+    return float(loss.mean()), grad
+
+
+def softmax_cross_entropy(be, logits, labels):
+    """Mean softmax cross-entropy of [N, K] logits against integer labels [N]."""
+    z = be.xp.ascontiguousarray(logits)
+    label = be.xp.ascontiguousarray(labels, dtype=np.int64)
+    N, K = z.shape
+    if label.shape != (N,):
+        raise ValueError(f"cross-entropy: labels shape {tuple(label.shape)} != ({N},)")
+    if N and (int(label.min()) < 0 or int(label.max()) >= K):
+        raise ValueError(f"cross-entropy: labels must lie in [0, {K}), got "
+                         f"[{int(label.min())}, {int(label.max())}]")
+    loss = be.xp.empty(N, dtype=z.dtype)
+    grad = be.xp.empty_like(z)
+    be.launch("softmax_cross_entropy", z=z, label=label, loss=loss, grad=grad, N=N, K=K,
+              scale=1.0 / max(N, 1))
+    return float(loss.mean()), grad
+
+
+# Optimizer ------------------------------------------------------------------
+
+def adam_update(be, param, grad, m, v, *, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+    """One fused Adam (decoupled=False) or AdamW (decoupled=True) step, in place; ``step`` counts from 1."""
+    be.launch("adam_update", param=param, grad=grad, m=m, v=v, n=param.size,
+              decoupled=int(bool(decoupled)), lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+              weight_decay=weight_decay, bc1=1.0 - beta1 ** step, bc2=1.0 - beta2 ** step)
+
+
+# Augmentation ---------------------------------------------------------------
+
+def flip_rotate90(be, x, codes):
+    """Per image: bit 0 flip left-right, bit 1 flip up-down, bits 2-3 quarter turns counter-clockwise."""
+    N, C, H, W = x.shape
+    if H != W:
+        raise ValueError(f"flip_rotate90 needs square images, got {H}x{W}")
+    op = be.xp.ascontiguousarray(be.xp.asarray(codes, dtype=np.int64))
+    y = be.xp.empty_like(x)
+    be.launch("flip_rotate90", x=x, op=op, y=y, N=N, C=C, S=H)
+    return y
+
+
+def rotate_bilinear(be, x, angles):
+    """Rotate image n by angles[n] radians counter-clockwise about its centre (bilinear, edge-clamped)."""
+    N, C, H, W = x.shape
+    angles = be.xp.asarray(angles, dtype=x.dtype)
+    cos_t = be.xp.ascontiguousarray(be.xp.cos(angles))
+    sin_t = be.xp.ascontiguousarray(be.xp.sin(angles))
+    y = be.xp.empty_like(x)
+    be.launch("rotate_bilinear", x=x, cos_t=cos_t, sin_t=sin_t, y=y, N=N, C=C, H=H, W=W)
+    return y

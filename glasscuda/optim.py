@@ -1,0 +1,213 @@
+"""Optimizers, learning-rate schedules and early stopping, written out by hand.
+
+``Adam`` and ``AdamW`` follow PyTorch's update rules exactly (see
+kernels/adam.cu); each step is one fused kernel launch per parameter tensor.
+The schedules follow PyTorch's definitions of ``ReduceLROnPlateau`` and
+``CosineAnnealingWarmRestarts``. Everything has ``state_dict`` /
+``load_state_dict`` of plain numbers and NumPy arrays, so a run can resume.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import ops
+
+
+class Adam:
+    """Adam (Kingma & Ba, 2015) with optional L2 weight decay added to the gradient.
+
+    Parameters
+    ----------
+    params : the model's ``parameters()``.
+    lr, betas, eps, weight_decay : as in ``torch.optim.Adam``.
+    """
+
+    decoupled = False
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError(f"{type(self).__name__} got an empty parameter list")
+        if lr < 0 or eps <= 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"{type(self).__name__}: need lr >= 0, eps > 0, weight_decay >= 0 "
+                             f"and betas in [0, 1); got lr={lr}, betas={betas}, eps={eps}, "
+                             f"weight_decay={weight_decay}")
+        self.lr, self.betas, self.eps, self.weight_decay = float(lr), tuple(betas), float(eps), float(weight_decay)
+        self.step_count = 0
+        self.m = [p.backend.xp.zeros_like(p.data) for p in self.params]
+        self.v = [p.backend.xp.zeros_like(p.data) for p in self.params]
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad.fill(0)
+
+    def step(self) -> None:
+        """One update of every parameter from its ``.grad``."""
+        self.step_count += 1
+        beta1, beta2 = self.betas
+        for p, m, v in zip(self.params, self.m, self.v):
+            ops.adam_update(p.backend, p.data, p.grad, m, v, step=self.step_count, lr=self.lr,
+                            beta1=beta1, beta2=beta2, eps=self.eps, weight_decay=self.weight_decay,
+                            decoupled=self.decoupled)
+
+    def state_dict(self) -> dict:
+        state = {"lr": self.lr, "step_count": self.step_count}
+        for i, p in enumerate(self.params):
+            state[f"m.{i}"] = p.backend.to_numpy(self.m[i]).copy()
+            state[f"v.{i}"] = p.backend.to_numpy(self.v[i]).copy()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        for i, p in enumerate(self.params):
+            for name, buffers in (("m", self.m), ("v", self.v)):
+                value = np.asarray(state[f"{name}.{i}"])
+                if value.shape != tuple(p.shape):
+                    raise ValueError(f"optimizer state {name}.{i} has shape {value.shape}; "
+                                     f"parameter {i} has {tuple(p.shape)}")
+                buffers[i][...] = p.backend.asarray(value.astype(p.data.dtype))
+        self.lr = float(state["lr"])
+        self.step_count = int(state["step_count"])
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), as ``torch.optim.AdamW``."""
+
+    decoupled = True
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+class ReduceLROnPlateau:
+    """Multiply the learning rate by ``factor`` when a metric stops improving.
+
+    As ``torch.optim.lr_scheduler.ReduceLROnPlateau`` with ``threshold_mode="rel"``:
+    a value improves on the best if it beats it by more than ``threshold``
+    (relative); after more than ``patience`` epochs without improvement the rate
+    drops, then ``cooldown`` epochs pass before counting again.
+    """
+
+    def __init__(self, optimizer, mode: str = "max", factor: float = 0.5, patience: int = 3,
+                 threshold: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if not 0 < factor < 1:
+            raise ValueError(f"factor must be in (0, 1), got {factor}")
+        self.optimizer, self.mode, self.factor = optimizer, mode, float(factor)
+        self.patience, self.threshold = int(patience), float(threshold)
+        self.cooldown, self.min_lr = int(cooldown), float(min_lr)
+        self.best = -math.inf if mode == "max" else math.inf
+        self.bad_epochs = 0
+        self.cooldown_left = 0
+
+    def _improves(self, value: float) -> bool:
+        if self.mode == "max":
+            return value > self.best * (1 + self.threshold) if self.best > 0 else value > self.best
+        return value < self.best * (1 - self.threshold) if self.best > 0 else value < self.best
+
+    def step(self, value: float) -> None:
+        value = float(value)
+        if math.isnan(value):
+            value = -math.inf if self.mode == "max" else math.inf
+        if self._improves(value):
+            self.best, self.bad_epochs = value, 0
+        else:
+            self.bad_epochs += 1
+        if self.cooldown_left > 0:
+            self.cooldown_left -= 1
+            self.bad_epochs = 0
+        if self.bad_epochs > self.patience:
+            self.optimizer.lr = max(self.optimizer.lr * self.factor, self.min_lr)
+            self.cooldown_left, self.bad_epochs = self.cooldown, 0
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "bad_epochs": self.bad_epochs, "cooldown_left": self.cooldown_left}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best = float(state["best"])
+        self.bad_epochs = int(state["bad_epochs"])
+        self.cooldown_left = int(state["cooldown_left"])
+
+
+class CosineAnnealingWarmRestarts:
+    """Cosine annealing with warm restarts (Loshchilov & Hutter, 2017), as PyTorch defines it.
+
+    ``lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * T_cur / T_i)) / 2``, where the
+    i-th cycle lasts ``T_i = T_0 * T_mult**i`` epochs and ``T_cur`` counts epochs (possibly
+    fractional) since the last restart. Call ``step()`` once per epoch, or
+    ``step(epoch + batch / batches_per_epoch)`` per batch.
+    """
+
+    def __init__(self, optimizer, T_0: int, T_mult: int = 1, eta_min: float = 0.0):
+        if T_0 < 1 or int(T_0) != T_0:
+            raise ValueError(f"T_0 must be a positive integer, got {T_0}")
+        if T_mult < 1 or int(T_mult) != T_mult:
+            raise ValueError(f"T_mult must be an integer >= 1, got {T_mult}")
+        self.optimizer, self.T_0, self.T_mult, self.eta_min = optimizer, int(T_0), int(T_mult), float(eta_min)
+        self.base_lr = optimizer.lr
+        self.epoch = 0.0
+        self.optimizer.lr = self.lr_at(0.0)
+
+    def cycle_position(self, epoch: float) -> tuple[float, float]:
+        """(T_cur, T_i) at ``epoch``."""
+        if self.T_mult == 1:
+            return epoch % self.T_0, float(self.T_0)
+        if epoch < self.T_0:
+            return epoch, float(self.T_0)
+        n = int(math.log(epoch / self.T_0 * (self.T_mult - 1) + 1, self.T_mult))
+        T_cur = epoch - self.T_0 * (self.T_mult ** n - 1) / (self.T_mult - 1)
+        return T_cur, float(self.T_0 * self.T_mult ** n)
+
+    def lr_at(self, epoch: float) -> float:
+        T_cur, T_i = self.cycle_position(epoch)
+        return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * T_cur / T_i)) / 2
+
+    def step(self, epoch: float | None = None) -> None:
+        self.epoch = self.epoch + 1 if epoch is None else float(epoch)
+        if self.epoch < 0:
+            raise ValueError(f"epoch must be non-negative, got {epoch}")
+        self.optimizer.lr = self.lr_at(self.epoch)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "base_lr": self.base_lr}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.base_lr = float(state["epoch"]), float(state["base_lr"])
+        self.optimizer.lr = self.lr_at(self.epoch)
+
+
+class EarlyStopping:
+    """Stop when a metric has not improved for ``patience`` consecutive epochs."""
+
+    def __init__(self, patience: int = 8, mode: str = "max", min_delta: float = 0.0):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        self.patience, self.mode, self.min_delta = int(patience), mode, float(min_delta)
+        self.best = -math.inf if mode == "max" else math.inf
+        self.best_epoch = -1
+        self.bad_epochs = 0
+
+    def step(self, value: float, epoch: int) -> bool:
+        """Record this epoch's value; True when it is the best so far."""
+        value = float(value)
+        better = (value > self.best + self.min_delta) if self.mode == "max" else (value < self.best - self.min_delta)
+        if better and not math.isnan(value):
+            self.best, self.best_epoch, self.bad_epochs = value, int(epoch), 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch = float(state["best"]), int(state["best_epoch"])
+        self.bad_epochs = int(state["bad_epochs"])

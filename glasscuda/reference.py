@@ -1,0 +1,244 @@
+"""Float64 NumPy oracles of every kernel and op, written for clarity rather than speed.
+
+These are the tests' truth and the benchmarks' baseline. Each follows the
+formula in the header of its kernel file as directly as NumPy allows; none of
+them calls a glasscuda kernel.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _f64(*arrays):
+    return [np.asarray(a, dtype=np.float64) for a in arrays]
+
+
+def conv_output_size(size, kernel, stride, padding):
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def im2col(x, KH, KW, SH=1, SW=1, PH=0, PW=0):
+    """[N, C, H, W] -> [N, C*KH*KW, HO*WO], zero padding."""
+    (x,) = _f64(x)
+    N, C, H, W = x.shape
+    HO, WO = conv_output_size(H, KH, SH, PH), conv_output_size(W, KW, SW, PW)
+    padded = np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))
+    col = np.empty((N, C, KH, KW, HO, WO))
+    for ki in range(KH):
+        for kj in range(KW):
+            col[:, :, ki, kj] = padded[:, :, ki:ki + SH * HO:SH, kj:kj + SW * WO:SW]
+    return col.reshape(N, C * KH * KW, HO * WO)
+
+
+def col2im(col, x_shape, KH, KW, SH=1, SW=1, PH=0, PW=0):
+    """The adjoint of im2col: sum each column entry back onto the pixel it came from."""
+    (col,) = _f64(col)
+    N, C, H, W = x_shape
+    HO, WO = conv_output_size(H, KH, SH, PH), conv_output_size(W, KW, SW, PW)
+    col = col.reshape(N, C, KH, KW, HO, WO)
+    padded = np.zeros((N, C, H + 2 * PH, W + 2 * PW))
+    for ki in range(KH):
+        for kj in range(KW):
+            padded[:, :, ki:ki + SH * HO:SH, kj:kj + SW * WO:SW] += col[:, :, ki, kj]
+    return padded[:, :, PH:PH + H, PW:PW + W]
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    """Direct convolution (cross-correlation, as in PyTorch): sum over c, ki, kj."""
+    x, weight = _f64(x, weight)
+    N, C, H, W = x.shape
+    O, _, KH, KW = weight.shape
+    HO, WO = conv_output_size(H, KH, stride, padding), conv_output_size(W, KW, stride, padding)
+    padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    y = np.zeros((N, O, HO, WO))
+    for ki in range(KH):
+        for kj in range(KW):
+            patch = padded[:, :, ki:ki + stride * HO:stride, kj:kj + stride * WO:stride]
+            y += np.einsum("nchw,oc->nohw", patch, weight[:, :, ki, kj])
+    if bias is not None:
+        y += np.asarray(bias, dtype=np.float64)[None, :, None, None]
+    return y
+
+
+def conv2d_backward(dy, x, weight, stride=1, padding=0):
+    """(dx, dweight, dbias) of conv2d, by the same sums taken the other way round."""
+    dy, x, weight = _f64(dy, x, weight)
+    N, C, H, W = x.shape
+    O, _, KH, KW = weight.shape
+    HO, WO = dy.shape[2:]
+    padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    dpadded = np.zeros_like(padded)
+    dweight = np.zeros_like(weight)
+    for ki in range(KH):
+        for kj in range(KW):
+            rows = slice(ki, ki + stride * HO, stride)
+            cols = slice(kj, kj + stride * WO, stride)
+            dweight[:, :, ki, kj] = np.einsum("nohw,nchw->oc", dy, padded[:, :, rows, cols])
+            dpadded[:, :, rows, cols] += np.einsum("nohw,oc->nchw", dy, weight[:, :, ki, kj])
+    dx = dpadded[:, :, padding:padding + H, padding:padding + W]
+    return dx, dweight, dy.sum(axis=(0, 2, 3))
+
+
+def maxpool2d(x, KH, KW=None, SH=None, SW=None):
+    """(y, argmax): argmax is h*W + w of the first maximum of each window."""
+    (x,) = _f64(x)
+    KW = KH if KW is None else KW
+    SH = KH if SH is None else SH
+    SW = KW if SW is None else SW
+    N, C, H, W = x.shape
+    HO, WO = (H - KH) // SH + 1, (W - KW) // SW + 1
+    windows = np.empty((N, C, HO, WO, KH * KW))
+    flat_index = np.empty((HO, WO, KH * KW), dtype=np.int64)
+    for ki in range(KH):
+        for kj in range(KW):
+            windows[..., ki * KW + kj] = x[:, :, ki:ki + SH * HO:SH, kj:kj + SW * WO:SW]
+            rows = np.arange(HO)[:, None] * SH + ki
+            cols = np.arange(WO)[None, :] * SW + kj
+            flat_index[..., ki * KW + kj] = rows * W + cols
+    best = windows.argmax(axis=-1)
+    y = np.take_along_axis(windows, best[..., None], axis=-1)[..., 0]
+    argmax = np.take_along_axis(np.broadcast_to(flat_index, windows.shape), best[..., None], -1)[..., 0]
+    return y, argmax
+
+
+def maxpool2d_backward(dy, argmax, x_shape):
+    (dy,) = _f64(dy)
+    N, C, H, W = x_shape
+    dx = np.zeros((N, C, H * W))
+    for n in range(N):
+        for c in range(C):
+            np.add.at(dx[n, c], argmax[n, c].ravel(), dy[n, c].ravel())
+    return dx.reshape(x_shape)
+
+
+def global_avgpool(x):
+    (x,) = _f64(x)
+    return x.mean(axis=(2, 3))
+
+
+def global_avgpool_backward(dy, x_shape):
+    (dy,) = _f64(dy)
+    N, C, H, W = x_shape
+    return np.broadcast_to(dy[:, :, None, None] / (H * W), x_shape).copy()
+
+
+def relu(x):
+    (x,) = _f64(x)
+    return np.maximum(x, 0.0)
+
+
+def relu_backward(x, dy):
+    x, dy = _f64(x, dy)
+    return np.where(x > 0, dy, 0.0)
+
+
+def bias_add(x, b):
+    """x [N, C, ...] + b[C] along axis 1."""
+    x, b = _f64(x, b)
+    return x + b.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+
+def bias_grad(dy):
+    (dy,) = _f64(dy)
+    return dy.sum(axis=tuple(i for i in range(dy.ndim) if i != 1))
+
+
+def linear(x, weight, bias=None):
+    x, weight = _f64(x, weight)
+    y = x @ weight.T
+    return y if bias is None else y + np.asarray(bias, dtype=np.float64)
+
+
+def linear_backward(dy, x, weight):
+    dy, x, weight = _f64(dy, x, weight)
+    return dy @ weight, dy.T @ x, dy.sum(axis=0)
+
+
+def sigmoid(z):
+    (z,) = _f64(z)
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def bce_with_logits(z, y, eps=1e-7):
+    """Per-element loss and d(loss)/dz of BCE with the probability clamped to [eps, 1-eps]."""
+    z, y = _f64(z, y)
+    p = sigmoid(z)
+    log_p, log_q = -np.logaddexp(0.0, -z), -np.logaddexp(0.0, z)
+    low, high = log_p < np.log(eps), log_q < np.log(eps)
+    log_p = np.where(low, np.log(eps), np.where(high, np.log1p(-eps), log_p))
+    log_q = np.where(high, np.log(eps), np.where(low, np.log1p(-eps), log_q))
+    loss = -(y * log_p + (1 - y) * log_q)
+    grad = np.where(low | high, 0.0, p - y)
+    return loss, grad
+
+
+def focal_with_logits(z, y, weight, gamma=2.0):
+    """Per-element weighted focal loss and its derivative with respect to z."""
+    z, y, weight = _f64(z, y, weight)
+    p, q = sigmoid(z), sigmoid(-z)
+    log_p, log_q = -np.logaddexp(0.0, -z), -np.logaddexp(0.0, z)
+    pos, neg = weight[None, :] * y, 1 - y
+    loss = -(pos * q ** gamma * log_p + neg * p ** gamma * log_q)
+    grad = -(pos * q ** gamma * (q - gamma * p * log_p) + neg * p ** gamma * (gamma * q * log_q - p))
+    return loss, grad
+
+
+def softmax_cross_entropy(z, label):
+    """Per-row loss and d(loss)/dz."""
+    (z,) = _f64(z)
+    label = np.asarray(label)
+    shifted = z - z.max(axis=1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    rows = np.arange(len(z))
+    loss = -log_softmax[rows, label]
+    grad = np.exp(log_softmax)
+    grad[rows, label] -= 1.0
+    return loss, grad
+
+
+def adam_step(param, grad, m, v, *, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+    """One Adam/AdamW step in PyTorch's formulation; returns new (param, m, v)."""
+    param, grad, m, v = _f64(param, grad, m, v)
+    if not decoupled:
+        grad = grad + weight_decay * param
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad ** 2
+    if decoupled:
+        param = param * (1 - lr * weight_decay)
+    bc1, bc2 = 1 - beta1 ** step, 1 - beta2 ** step
+    param = param - lr / bc1 * m / (np.sqrt(v) / np.sqrt(bc2) + eps)
+    return param, m, v
+
+
+def flip_rotate90(x, codes):
+    (x,) = _f64(x)
+    out = np.empty_like(x)
+    for n, code in enumerate(np.asarray(codes)):
+        image = x[n]
+        if code & 1:
+            image = image[:, :, ::-1]
+        if code & 2:
+            image = image[:, ::-1, :]
+        out[n] = np.rot90(image, k=(int(code) >> 2) & 3, axes=(1, 2))
+    return out
+
+
+def rotate_bilinear(x, angles):
+    """Rotate each image counter-clockwise about its centre; bilinear, edge-clamped sampling."""
+    (x,) = _f64(x)
+    N, C, H, W = x.shape
+    ci, cj = (H - 1) / 2, (W - 1) / 2
+    i, j = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")
+    out = np.empty_like(x)
+    for n, angle in enumerate(np.asarray(angles, dtype=np.float64)):
+        c, s = np.cos(angle), np.sin(angle)
+        r = np.clip(ci + c * (i - ci) - s * (j - cj), 0, H - 1)
+        q = np.clip(cj + s * (i - ci) + c * (j - cj), 0, W - 1)
+        r0, q0 = np.floor(r).astype(int), np.floor(q).astype(int)
+        r1, q1 = np.minimum(r0 + 1, H - 1), np.minimum(q0 + 1, W - 1)
+        fr, fq = r - r0, q - q0
+        img = x[n]
+        top = img[:, r0, q0] * (1 - fq) + img[:, r0, q1] * fq
+        bottom = img[:, r1, q0] * (1 - fq) + img[:, r1, q1] * fq
+        out[n] = top * (1 - fr) + bottom * fr
+    return out

@@ -1,0 +1,1 @@
+"""Training tasks: each turns parsed ``glasscuda.train`` arguments into a finished run."""

@@ -1,0 +1,96 @@
+"""python -m glasscuda.train — train a glasscuda network.
+
+Tasks:
+  binary      is anything wrong with this glass? (BinaryDetector, BCE, Adam)
+  multilabel  which defects? (MultiLabelNet, focal loss, AdamW, warm restarts)
+  cifar10     the small-CNN preset on CIFAR-10's python batches (--data required)
+
+With no --data the glass tasks use the built-in synthetic glass set, generated
+on first use into the cache folder (--cache-dir, $GLASSCUDA_CACHE, or
+~/.cache/glasscuda) and reused after.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .backend import get_backend
+from .checkpoint import CheckpointError
+from .tasks.common import UsageError
+from .training import RunFiles
+
+TASK_DEFAULTS = {
+    "binary": {"img_size": 128, "epochs": 50, "lr": 1e-3, "batch_size": 32, "out": "runs/binary"},
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m glasscuda.train", description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="A run writes into --out: best.npz and last.npz (checkpoints), metrics.json "
+               "(per-epoch history and a final block with validation and test precision, "
+               "recall, F1 and the chosen threshold), curves.png and thresholds.json. "
+               "Interrupt it and add --resume to continue from last.npz.")
+    parser.add_argument("--task", choices=sorted(TASK_DEFAULTS), default="binary",
+                        help="what to train (default: binary)")
+    parser.add_argument("--data", metavar="DIR",
+                        help="dataset root laid out as DIR/{train,test}/{img,txt} "
+                             "(default: the synthetic glass set)")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/<task>)")
+    parser.add_argument("--epochs", type=int, help="maximum epochs (binary: 50; early stopping may end sooner)")
+    parser.add_argument("--batch-size", type=int, help="images per batch (default 32)")
+    parser.add_argument("--lr", type=float, help="learning rate (binary: 1e-3)")
+    parser.add_argument("--img-size", type=int, help="images are resized to this square size "
+                                                     "(multiple of 16; binary: 128)")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                        help="auto: the GPU when CuPy and a CUDA device answer, else the CPU")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the split, initialisation, batches and augmentation (default 0)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last.npz (same settings)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first unreadable image or malformed label line "
+                             "instead of skipping it with a warning")
+    parser.add_argument("--cache-dir", metavar="DIR", help="where the synthetic set is cached")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for key, value in TASK_DEFAULTS[args.task].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
+        parser.error("--epochs and --batch-size must be >= 1 and --lr > 0")
+    if args.img_size < 16 or args.img_size % 16:
+        parser.error(f"--img-size must be a positive multiple of 16, got {args.img_size}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    try:
+        be = get_backend(args.device)
+        print(f"glasscuda: task {args.task} on {be.name}, writing to {args.out}")
+        files = RunFiles(args.out)
+        from .tasks import binary
+        runner = {"binary": binary.run}[args.task]
+        runner(args, be, files)
+    except (UsageError, CheckpointError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the last finished epoch is in {args.out}/last.npz; "
+              "continue with --resume", file=sys.stderr)
+        return 130
+    print(f"done in {time.perf_counter() - started:.0f}s; artifacts in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
