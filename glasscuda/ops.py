@@ -68,7 +68,7 @@ class ConvGeometry:
 
 def im2col(be, x, geometry: ConvGeometry):
     g = geometry
-    col = be.xp.empty((g.N, g.C * g.KH * g.KW, g.HO * g.WO), dtype=x.dtype)
+    col = be.xp.empty((g.C * g.KH * g.KW, g.N * g.HO * g.WO), dtype=x.dtype)
     be.launch("im2col", x=x, col=col, **g.kernel_args())
     return col
 
@@ -81,27 +81,33 @@ def col2im(be, col, geometry: ConvGeometry):
 
 
 def conv2d_forward(be, x, weight, bias, stride=1, padding=0):
-    """y = conv(x, weight) + bias. Returns (y [N, O, HO, WO], col) — col is kept for backward."""
+    """y = conv(x, weight) + bias. Returns (y [N, O, HO, WO], col) — col is kept for backward.
+
+    One GEMM for the whole batch gives channel-major [O, N, HO*WO]; the bias
+    is added there (contiguous per channel) and one copy restores NCHW.
+    """
     g = ConvGeometry.of(x.shape, weight.shape, stride, padding)
     col = im2col(be, x, g)
     O = weight.shape[0]
-    y = be.xp.matmul(weight.reshape(O, -1), col)          # [N, O, HO*WO]
+    y = be.xp.matmul(weight.reshape(O, -1), col)          # [O, N*HO*WO]
     if bias is not None:
-        be.launch("bias_add", x=y, b=bias, y=y, N=g.N, C=O, S=g.HO * g.WO)
-    return y.reshape(g.N, O, g.HO, g.WO), col
+        be.launch("bias_add", x=y, b=bias, y=y, N=1, C=O, S=g.N * g.HO * g.WO)
+    y = be.xp.ascontiguousarray(y.reshape(O, g.N, g.HO, g.WO).transpose(1, 0, 2, 3))
+    return y, col
 
 
 def conv2d_backward(be, dy, col, x_shape, weight, stride=1, padding=0, need_dx=True):
     """Gradients of conv2d_forward: (dx or None, dweight, dbias)."""
     g = ConvGeometry.of(x_shape, weight.shape, stride, padding)
     O = weight.shape[0]
-    dy = dy.reshape(g.N, O, g.HO * g.WO)
-    dweight = be.xp.matmul(dy, col.transpose(0, 2, 1)).sum(axis=0).reshape(weight.shape)
+    dy = be.xp.ascontiguousarray(dy.reshape(g.N, O, g.HO * g.WO).transpose(1, 0, 2))
+    dy = dy.reshape(O, g.N * g.HO * g.WO)                 # channel-major, as the forward GEMM
+    dweight = be.xp.matmul(dy, col.T).reshape(weight.shape)
     dbias = be.xp.empty(O, dtype=dy.dtype)
-    be.launch("bias_grad", dy=dy, db=dbias, N=g.N, C=O, S=g.HO * g.WO)
+    be.launch("bias_grad", dy=dy, db=dbias, N=1, C=O, S=g.N * g.HO * g.WO)
     dx = None
     if need_dx:
-        dcol = be.xp.matmul(weight.reshape(O, -1).T, dy)  # [N, C*KH*KW, HO*WO]
+        dcol = be.xp.matmul(weight.reshape(O, -1).T, dy)  # [C*KH*KW, N*HO*WO]
         dx = col2im(be, dcol, g)
     return dx, dweight, dbias
 
@@ -128,9 +134,15 @@ def maxpool2d_backward(be, dy, argmax, x_shape, kernel_size, stride=None):
     (SH, SW) = _pair(stride if stride is not None else kernel_size)
     N, C, H, W = x_shape
     HO, WO = dy.shape[2], dy.shape[3]
-    dx = be.xp.empty(x_shape, dtype=dy.dtype)
-    be.launch("maxpool_backward", dy=be.xp.ascontiguousarray(dy), argmax=argmax, dx=dx,
-              N=N, C=C, H=H, W=W, KH=KH, KW=KW, SH=SH, SW=SW, HO=HO, WO=WO)
+    dy = be.xp.ascontiguousarray(dy)
+    if KH <= SH and KW <= SW:   # windows never overlap: write each gradient to its argmax
+        dx = be.xp.zeros(x_shape, dtype=dy.dtype)
+        be.launch("maxpool_backward_disjoint", dy=dy, argmax=argmax, dx=dx,
+                  N=N, C=C, H=H, W=W, HO=HO, WO=WO)
+    else:
+        dx = be.xp.empty(x_shape, dtype=dy.dtype)
+        be.launch("maxpool_backward", dy=dy, argmax=argmax, dx=dx,
+                  N=N, C=C, H=H, W=W, KH=KH, KW=KW, SH=SH, SW=SW, HO=HO, WO=WO)
     return dx
 
 

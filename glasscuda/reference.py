@@ -18,7 +18,7 @@ def conv_output_size(size, kernel, stride, padding):
 
 
 def im2col(x, KH, KW, SH=1, SW=1, PH=0, PW=0):
-    """[N, C, H, W] -> [N, C*KH*KW, HO*WO], zero padding."""
+    """[N, C, H, W] -> [C*KH*KW, N*HO*WO] (the images side by side), zero padding."""
     (x,) = _f64(x)
     N, C, H, W = x.shape
     HO, WO = conv_output_size(H, KH, SH, PH), conv_output_size(W, KW, SW, PW)
@@ -27,7 +27,7 @@ def im2col(x, KH, KW, SH=1, SW=1, PH=0, PW=0):
     for ki in range(KH):
         for kj in range(KW):
             col[:, :, ki, kj] = padded[:, :, ki:ki + SH * HO:SH, kj:kj + SW * WO:SW]
-    return col.reshape(N, C * KH * KW, HO * WO)
+    return col.transpose(1, 2, 3, 0, 4, 5).reshape(C * KH * KW, N * HO * WO)
 
 
 def col2im(col, x_shape, KH, KW, SH=1, SW=1, PH=0, PW=0):
@@ -35,7 +35,7 @@ def col2im(col, x_shape, KH, KW, SH=1, SW=1, PH=0, PW=0):
     (col,) = _f64(col)
     N, C, H, W = x_shape
     HO, WO = conv_output_size(H, KH, SH, PH), conv_output_size(W, KW, SW, PW)
-    col = col.reshape(N, C, KH, KW, HO, WO)
+    col = col.reshape(C, KH, KW, N, HO, WO).transpose(3, 0, 1, 2, 4, 5)
     padded = np.zeros((N, C, H + 2 * PH, W + 2 * PW))
     for ki in range(KH):
         for kj in range(KW):

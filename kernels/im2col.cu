@@ -3,19 +3,21 @@
  * column gradients back.
  *
  *   x    [N, C, H, W]                      input images, NCHW, contiguous
- *   col  [N, C*KH*KW, HO*WO]               one column per output pixel
+ *   col  [C*KH*KW, N*HO*WO]                one column per output pixel of the batch
  *
- *   col[n, (c*KH + ki)*KW + kj, oh*WO + ow] = x[n, c, oh*SH - PH + ki, ow*SW - PW + kj]
- *                                             (0 where that falls in the padding)
+ *   col[(c*KH + ki)*KW + kj, (n*HO + oh)*WO + ow] = x[n, c, oh*SH - PH + ki, ow*SW - PW + kj]
+ *                                                   (0 where that falls in the padding)
  *
  * with HO = (H + 2*PH - KH) / SH + 1 and WO = (W + 2*PW - KW) / SW + 1.
- * The convolution is then y[n] = Wt[O, C*KH*KW] @ col[n] (the BLAS's GEMM).
+ * The images sit side by side so that the whole batch's convolution is one
+ * GEMM, y[O, N*HO*WO] = Wt[O, C*KH*KW] @ col (the BLAS's), and its gradients
+ * two more: dWt = dy @ col^T and dcol = Wt^T @ dy.
  *
  * col2im is the adjoint of im2col: each input pixel sums the column entries
  * that were copied from it,
  *
  *   dx[n, c, h, w] = sum over (ki, kj, oh, ow) with oh*SH - PH + ki = h
- *                    and ow*SW - PW + kj = w of dcol[n, (c*KH + ki)*KW + kj, oh*WO + ow].
+ *                    and ow*SW - PW + kj = w of dcol[(c*KH + ki)*KW + kj, (n*HO + oh)*WO + ow].
  *
  * It is written as a gather (one thread per input pixel), never a scatter with
  * atomics, so the sum is in a fixed order and the result is deterministic.
@@ -27,22 +29,29 @@ KERNEL(im2col)(const real* x, real* col,
                long long KH, long long KW, long long SH, long long SW,
                long long PH, long long PW, long long HO, long long WO)
 {
-    /* One line per (n, c, ki, kj, oh): a row of WO output pixels. */
-    FOR_EACH_LINE(line, N * C * KH * KW * HO, WO) {
+    /* One line per (c, ki, kj, n, oh): a row of WO output pixels. */
+    FOR_EACH_LINE(line, C * KH * KW * N * HO, WO) {
         long long oh = line % HO;
-        long long kj = line / HO % KW;
-        long long ki = line / (HO * KW) % KH;
-        long long nc = line / (HO * KW * KH);
+        long long n = line / HO % N;
+        long long kj = line / (HO * N) % KW;
+        long long ki = line / (HO * N * KW) % KH;
+        long long c = line / (HO * N * KW * KH);
         long long h = oh * SH - PH + ki;
         real* out = col + line * WO;
         if (h < 0 || h >= H) {
             FOR_EACH_IN_RUN(ow, WO) out[ow] = 0;
             continue;
         }
-        const real* row = x + (nc * H + h) * W;
-        FOR_EACH_IN_RUN(ow, WO) {
-            long long w = ow * SW - PW + kj;
-            out[ow] = (w >= 0 && w < W) ? row[w] : (real)0;
+        const real* row = x + ((n * C + c) * H + h) * W;
+        if (SW == 1) {  /* contiguous reads, which the host vectorises */
+            const real* shifted = row + kj - PW;
+            long long first = gc_maxll(PW - kj, 0), end = gc_minll(W + PW - kj, WO);
+            FOR_EACH_IN_RUN(ow, WO) out[ow] = (ow >= first && ow < end) ? shifted[ow] : (real)0;
+        } else {
+            FOR_EACH_IN_RUN(ow, WO) {
+                long long w = ow * SW - PW + kj;
+                out[ow] = (w >= 0 && w < W) ? row[w] : (real)0;
+            }
         }
     }
 }
@@ -55,7 +64,8 @@ KERNEL(col2im)(const real* col, real* x,
     /* One line per (n, c, h): a row of W input pixels. */
     FOR_EACH_LINE(line, N * C * H, W) {
         long long h = line % H;
-        long long nc = line / H;
+        long long c = line / H % C;
+        long long n = line / (H * C);
         real* out = x + line * W;
         FOR_EACH_IN_RUN(w, W) out[w] = 0;
         for (long long ki = 0; ki < KH; ++ki) {
@@ -63,7 +73,7 @@ KERNEL(col2im)(const real* col, real* x,
             if (th < 0 || th % SH != 0 || th / SH >= HO) continue;
             long long oh = th / SH;
             for (long long kj = 0; kj < KW; ++kj) {
-                const real* src = col + ((nc * KH + ki) * KW + kj) * HO * WO + oh * WO;
+                const real* src = col + ((((c * KH + ki) * KW + kj) * N + n) * HO + oh) * WO;
                 if (SW == 1) {  /* the common case needs no division per pixel */
                     FOR_EACH_IN_RUN(w, W) {
                         long long ow = w + PW - kj;

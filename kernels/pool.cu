@@ -11,8 +11,13 @@
  * Backward routes each output gradient to its argmax:
  *   dx[n,c,h,w] = sum over windows (oh, ow) containing (h, w) with
  *                 argmax[n,c,oh,ow] == h*W + w of dy[n,c,oh,ow]
- * — a gather over the windows that cover each input pixel, so overlapping
- * windows need no atomics and the sum order is fixed.
+ * maxpool_backward is a gather over the windows that cover each input pixel,
+ * so overlapping windows need no atomics and the sum order is fixed.
+ * maxpool_backward_disjoint is for windows that do not overlap (KH <= SH and
+ * KW <= SW, the usual 2x2 / stride 2): every input pixel is in at most one
+ * window, so each window writes its dy straight to its argmax — no pixel is
+ * written twice — into a dx the caller has zeroed. It needs no division per
+ * pixel, which the gather does.
  *
  * Global average pooling:
  *   y[n, c]        = (1 / HW) * sum_i x[n, c, i]      x [N, C, HW]
@@ -67,6 +72,17 @@ KERNEL(maxpool_backward)(const real* dy, const long long* argmax, real* dx,
                     if (arg_plane[oh * WO + ow] == here) sum += dy_plane[oh * WO + ow];
             dx[line * W + w] = sum;
         }
+    }
+}
+
+KERNEL(maxpool_backward_disjoint)(const real* dy, const long long* argmax, real* dx,
+                                  long long N, long long C, long long H, long long W,
+                                  long long HO, long long WO)
+{
+    /* One line per (n, c, oh): a row of WO windows. */
+    FOR_EACH_LINE(line, N * C * HO, WO) {
+        real* plane = dx + line / HO * H * W;
+        FOR_EACH_IN_RUN(ow, WO) plane[argmax[line * WO + ow]] = dy[line * WO + ow];
     }
 }
 

@@ -1,0 +1,136 @@
+"""Layers and models: whole-network gradient checks, training steps, state dicts, devices."""
+import numpy as np
+import pytest
+
+from glasscuda import nn, ops, reference
+from glasscuda.losses import BCEWithLogitsLoss, FocalLoss
+from glasscuda.models import BinaryDetector, MultiLabelNet, build_model
+from glasscuda.optim import Adam
+
+
+def numerical_gradient(f, array, eps=1e-6, indices=None):
+    """Central differences of the scalar f() with respect to chosen entries of ``array``."""
+    flat = array.reshape(-1)
+    grads = []
+    for i in indices:
+        saved = flat[i]
+        flat[i] = saved + eps
+        up = f()
+        flat[i] = saved - eps
+        down = f()
+        flat[i] = saved
+        grads.append((up - down) / (2 * eps))
+    return np.array(grads)
+
+
+def check_network_gradients(model, x, targets, loss_fn, rng, n_checks=6):
+    model.to("cpu", dtype=np.float64).train()
+    x = x.astype(np.float64)
+
+    def loss_value():
+        return loss_fn.forward(model.forward(x), targets)
+
+    model.zero_grad()
+    loss_fn.forward(model.forward(x), targets)
+    grad_x = model.backward(loss_fn.backward())
+    for name, param in model.named_parameters():
+        picks = rng.choice(param.data.size, size=min(n_checks, param.data.size), replace=False)
+        expected = numerical_gradient(loss_value, param.data, indices=picks)
+        got = param.grad.reshape(-1)[picks]
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-9, err_msg=name)
+    picks = rng.choice(x.size, size=n_checks, replace=False)
+    np.testing.assert_allclose(grad_x.reshape(-1)[picks],
+                               numerical_gradient(loss_value, x, indices=picks),
+                               rtol=1e-5, atol=1e-9, err_msg="input")
+
+
+def test_binary_detector_gradients_match_finite_differences(rng):
+    model = BinaryDetector(image_size=32, seed=3)
+    x = rng.standard_normal((3, 1, 32, 32))
+    y = np.array([[1.0], [0.0], [1.0]])
+    check_network_gradients(model, x, y, BCEWithLogitsLoss(), rng)
+
+
+def test_multilabel_net_gradients_match_finite_differences(rng):
+    model = MultiLabelNet(image_size=32, seed=4)
+    x = rng.standard_normal((2, 1, 32, 32))
+    y = np.array([[0, 1, 0, 1], [1, 0, 0, 0]], dtype=np.float64)
+    check_network_gradients(model, x, y, FocalLoss([1.0, 2.0, 3.0, 0.5], gamma=2.0), rng)
+
+
+def test_conv_layer_matches_reference_and_pytorch_layout(rng):
+    conv = nn.Conv2d(3, 5, 3, stride=2, padding=1, rng=rng)
+    assert conv.weight.shape == (5, 3, 3, 3) and conv.bias.shape == (5,)
+    bound = 1 / np.sqrt(3 * 3 * 3)
+    assert np.abs(conv.weight.data).max() <= bound
+    x = rng.standard_normal((2, 3, 9, 8)).astype(np.float32)
+    expected = reference.conv2d(x, conv.weight.data, conv.bias.data, stride=2, padding=1)
+    np.testing.assert_allclose(conv.forward(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_few_adam_steps_lower_the_loss_on_a_fixed_batch(rng):
+    model = BinaryDetector(image_size=32, seed=0)
+    x = rng.standard_normal((8, 1, 32, 32)).astype(np.float32)
+    y = (np.arange(8) % 2).astype(np.float32)[:, None]
+    x[y[:, 0] == 1, :, 10:20, 10:20] += 2.0
+    loss_fn = BCEWithLogitsLoss()
+    optimizer = Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(15):
+        optimizer.zero_grad()
+        losses.append(loss_fn.forward(model.forward(x), y))
+        model.backward(loss_fn.backward(), need_input_grad=False)
+        optimizer.step()
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_state_dict_round_trip_rebuilds_the_same_network(rng):
+    model = MultiLabelNet(image_size=32, seed=1)
+    twin = build_model(model.config(), seed=99)
+    x = rng.standard_normal((2, 1, 32, 32)).astype(np.float32)
+    assert not np.allclose(twin.eval().forward(x), model.eval().forward(x))
+    twin.load_state_dict(model.state_dict())
+    np.testing.assert_array_equal(twin.forward(x), model.forward(x))
+
+
+def test_load_state_dict_rejects_wrong_names_and_shapes():
+    model = BinaryDetector(image_size=32)
+    state = model.state_dict()
+    with pytest.raises(KeyError, match="missing"):
+        model.load_state_dict({k: v for k, v in state.items() if not k.endswith("bias")})
+    state["body.0.weight"] = np.zeros((1, 1, 1, 1), np.float32)
+    with pytest.raises(ValueError, match="body.0.weight"):
+        model.load_state_dict(state)
+
+
+def test_backward_without_training_forward_is_a_clear_error(rng):
+    layer = nn.Linear(4, 2, rng=rng).eval()
+    layer.forward(np.ones((1, 4), np.float32))
+    with pytest.raises(RuntimeError, match="training mode"):
+        layer.backward(np.ones((1, 2), np.float32))
+
+
+def test_wrong_input_dtype_is_a_clear_error():
+    with pytest.raises(TypeError, match="float32"):
+        nn.ReLU().forward(np.ones(3, np.float64))
+
+
+def test_class_activation_maps_average_to_the_logits(rng):
+    model = MultiLabelNet(image_size=64, seed=2)
+    x = rng.standard_normal((2, 1, 64, 64)).astype(np.float32)
+    logits, cams = model.class_activation_maps(x)
+    assert cams.shape == (2, 4, 4, 4)
+    np.testing.assert_allclose(logits, model.eval().forward(x), rtol=1e-5, atol=1e-6)
+
+
+def test_linear_layer_gradients_accumulate_until_zero_grad(rng):
+    layer = nn.Linear(3, 2, rng=rng)
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    dy = rng.standard_normal((4, 2)).astype(np.float32)
+    for _ in range(2):
+        layer.forward(x)
+        layer.backward(dy)
+    _, dw, db = reference.linear_backward(dy, x, layer.weight.data)
+    np.testing.assert_allclose(layer.weight.grad, 2 * dw, rtol=1e-5)
+    layer.zero_grad()
+    assert not layer.weight.grad.any()
