@@ -22,6 +22,7 @@ from .training import RunFiles
 
 TASK_DEFAULTS = {
     "binary": {"img_size": 128, "epochs": 50, "lr": 1e-3, "batch_size": 32, "out": "runs/binary"},
+    "multilabel": {"img_size": 256, "epochs": 30, "lr": 1e-3, "batch_size": 32, "out": "runs/multilabel"},
 }
 
 
@@ -55,6 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
                              "instead of skipping it with a warning")
     parser.add_argument("--cache-dir", metavar="DIR", help="where the synthetic set is cached")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    multilabel = parser.add_argument_group(
+        "multilabel task", "Predicted defects are the classes that reach their own threshold "
+        "(searched on validation); when none does, the image is 'no_defect'; when 'no_defect' "
+        "passes together with a defect, the defect is reported.")
+    multilabel.add_argument("--gamma", type=float, default=2.0, help="focal loss gamma (default 2)")
+    multilabel.add_argument("--class-weights", metavar="W0,W1,W2,W3",
+                            help="positive weights for no_defect,chipped_edge,scratch,stain "
+                                 "(default: inverse class frequency in the training batches)")
+    multilabel.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW decay (default 0.01)")
+    multilabel.add_argument("--t0", type=int, default=10, help="warm-restart period T_0 in epochs (default 10)")
+    multilabel.add_argument("--t-mult", type=int, default=2, help="period multiplier T_mult (default 2)")
+    multilabel.add_argument("--eta-min", type=float, default=1e-5, help="lowest learning rate (default 1e-5)")
+    multilabel.add_argument("--channels", type=int, choices=(1, 3), default=1, help="1 grayscale, 3 RGB")
+    multilabel.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
+                            help="validate and test on the mean of the image and its flips (default on)")
     return parser
 
 
@@ -78,8 +94,8 @@ def main(argv=None) -> int:
         be = get_backend(args.device)
         print(f"glasscuda: task {args.task} on {be.name}, writing to {args.out}")
         files = RunFiles(args.out)
-        from .tasks import binary
-        runner = {"binary": binary.run}[args.task]
+        from .tasks import binary, multilabel
+        runner = {"binary": binary.run, "multilabel": multilabel.run}[args.task]
         runner(args, be, files)
     except (UsageError, CheckpointError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)

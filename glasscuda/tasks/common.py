@@ -78,3 +78,100 @@ def resume_state(args, files, run_config: dict):
 
 def fmt(value, spec=".3f") -> str:
     return "  n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else format(value, spec)
+
+
+@dataclass
+class Recipe:
+    """What a task plugs into :func:`fit`.
+
+    ``validate(probs)`` scores validation probabilities [N, K] and returns
+    (metrics dict with precision/recall/f1 and threshold(s), the value early
+    stopping and plateau scheduling watch). ``epoch_end(value)`` and
+    ``batch_step(fraction)`` drive the learning-rate schedule.
+    """
+
+    name: str
+    model: object
+    loss_fn: object
+    optimizer: object
+    scheduler: object
+    sampler: object
+    train_targets: np.ndarray
+    validate: object
+    augment: object = None
+    epoch_end: object = None
+    batch_step: object = None
+    tta: bool = False
+
+
+def fit(args, files, data: GlassSplits, recipe: Recipe, run_config: dict, header_extra: dict):
+    """The epoch loop shared by the glass tasks; returns (history, stopper).
+
+    Writes ``last.npz`` after every epoch and ``best.npz`` when the watched
+    validation value improves; leaves the model holding the best weights.
+    """
+    from .. import training
+    from ..checkpoint import save_checkpoint
+    from ..optim import EarlyStopping
+
+    model, optimizer, scheduler = recipe.model, recipe.optimizer, recipe.scheduler
+    stopper = EarlyStopping(patience=8, mode="max")
+    rng = np.random.default_rng(args.seed)
+    history, best_state, start_epoch = [], None, 0
+
+    checkpoint = resume_state(args, files, run_config)
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint.model_state)
+        optimizer.load_state_dict(checkpoint.optimizer_state)
+        scheduler.load_state_dict(checkpoint.header["scheduler"])
+        stopper.load_state_dict(checkpoint.header["early_stopping"])
+        history = checkpoint.header["history"]
+        rng = training.rng_from_state(checkpoint.header["rng"])
+        start_epoch = checkpoint.header["epoch"]
+        if files.best.exists():
+            best_state = load_checkpoint(files.best).model_state
+        print(f"resuming from {files.last} after epoch {start_epoch}")
+
+    def header(epoch, **extra):
+        return {"task": recipe.name, "run": run_config, "epoch": epoch,
+                "normalization": data.normalizer.to_dict(), "scheduler": scheduler.state_dict(),
+                "early_stopping": stopper.state_dict(), "history": history,
+                "rng": training.rng_state(rng), **header_extra, **extra}
+
+    for epoch in range(start_epoch + 1, args.epochs + 1):
+        if stopper.should_stop:
+            print(f"early stopping: no better validation F1 for {stopper.patience} epochs")
+            break
+        batch_step = None
+        if recipe.batch_step is not None:
+            batch_step = lambda fraction, e=epoch: recipe.batch_step(e - 1 + fraction)  # noqa: E731
+        result = training.train_epoch(
+            model, recipe.loss_fn, optimizer, data.train.images, recipe.train_targets,
+            recipe.sampler.epoch(rng), data.normalizer, rng, augment=recipe.augment,
+            scheduler_step=batch_step, description=f"epoch {epoch}/{args.epochs}",
+            progress=not args.no_progress)
+        lr = optimizer.lr
+        train_metrics, _ = recipe.validate(result.scores, result.targets, fixed_threshold=0.5)
+        val_probs = training.probabilities(training.predict_logits(
+            model, data.val.images, data.normalizer, tta=recipe.tta))
+        val_metrics, watched = recipe.validate(val_probs)
+        entry = {"epoch": epoch, "train_loss": result.loss, "lr": lr, "seconds": result.seconds,
+                 **{f"train_{k}": train_metrics[k] for k in ("precision", "recall", "f1")},
+                 **{f"val_{k}": v for k, v in val_metrics.items()}}
+        history.append(entry)
+        improved = stopper.step(-1.0 if np.isnan(watched) else watched, epoch)
+        if recipe.epoch_end is not None:
+            recipe.epoch_end(watched)
+        print(f"epoch {epoch:3d}  loss {result.loss:.4f}  train F1 {fmt(train_metrics['f1'])}  "
+              f"val P {fmt(val_metrics['precision'])} R {fmt(val_metrics['recall'])} "
+              f"F1 {fmt(val_metrics['f1'])}  lr {lr:.2e}  {result.seconds:.0f}s"
+              f"{'  *best*' if improved else ''}", flush=True)
+        if improved:
+            best_state = model.state_dict()
+            save_checkpoint(files.best, model, header(epoch))
+        save_checkpoint(files.last, model, header(epoch), optimizer)
+        training.write_metrics(files.metrics, history, None, run_config)
+        training.plot_curves(history, files.curves, recipe.name)
+
+    model.load_state_dict(best_state if best_state is not None else model.state_dict())
+    return history, stopper

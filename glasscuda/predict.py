@@ -1,0 +1,103 @@
+"""python -m glasscuda.predict — score images with a trained glasscuda checkpoint.
+
+Writes one CSV row per image. Binary checkpoints give `id,probability,label`
+(label 1 = defective, at the threshold stored in the checkpoint). Multi-label
+checkpoints give `id,p_<class>...,labels` (the `;`-joined predicted classes).
+The id is the file's stem. Unreadable images are reported by name and left
+out (or stop the run with --strict).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .backend import get_backend
+from .checkpoint import CheckpointError, load_model
+from .data.dataset import IMAGE_SUFFIXES, DatasetError, load_images
+from .data.sampling import Normalizer
+from .reports import write_csv_atomic
+from .tasks.multilabel import decide_labels
+from .training import predict_logits
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m glasscuda.predict", description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, metavar="FILE",
+                        help="a best.npz / last.npz written by glasscuda.train")
+    parser.add_argument("--input", required=True, nargs="+", metavar="DIR|FILE",
+                        help="image files and/or folders (folders: every .png/.jpg/.jpeg/.bmp inside)")
+    parser.add_argument("--output", default="predictions.csv", metavar="CSV",
+                        help="where to write the predictions (default predictions.csv)")
+    parser.add_argument("--threshold", type=float,
+                        help="decision threshold for the binary label (default: the checkpoint's)")
+    parser.add_argument("--temperature", type=float,
+                        help="divide logits by this temperature before the sigmoid "
+                             "(default: the checkpoint's, else 1)")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="average over the image and its flips (default: on for multilabel)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    return parser
+
+
+def collect_images(inputs) -> list[Path]:
+    paths = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise DatasetError(f"{item}: no images (*.png, *.jpg, *.jpeg, *.bmp) in this folder")
+            paths += found
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise DatasetError(f"{item}: no such file or folder")
+    return paths
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        be = get_backend(args.device)
+        model, header = load_model(args.checkpoint, be)
+        config = header["model"]
+        images, kept, skipped = load_images(collect_images(args.input), image_size=config["image_size"],
+                                            channels=config["in_channels"], strict=args.strict)
+    except (CheckpointError, DatasetError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    task = header.get("task", config["architecture"])
+    tta = args.tta if args.tta is not None else task == "multilabel"
+    logits = predict_logits(model, images, Normalizer.from_dict(header["normalization"]),
+                            batch_size=args.batch_size, tta=tta)
+    temperature = args.temperature or header.get("temperature") or 1.0
+    probs = 1.0 / (1.0 + np.exp(-logits / np.asarray(temperature)))
+    ids = [p.stem for p in kept]
+    if task == "binary":
+        threshold = args.threshold if args.threshold is not None else header.get("threshold") or 0.5
+        rows = [{"id": i, "probability": float(p), "label": int(p >= threshold)}
+                for i, p in zip(ids, probs[:, 0])]
+        columns = ["id", "probability", "label"]
+    else:
+        names = header["class_names"]
+        thresholds = np.asarray(header.get("thresholds") or [0.5] * len(names))
+        rows = []
+        for i, p in zip(ids, probs):
+            row = {"id": i, **{f"p_{n}": float(v) for n, v in zip(names, p)}}
+            row["labels"] = ";".join(decide_labels(names, p, thresholds))
+            rows.append(row)
+        columns = ["id", *[f"p_{n}" for n in names], "labels"]
+    write_csv_atomic(args.output, rows, columns)
+    print(f"wrote {len(rows)} predictions to {args.output}"
+          + (f"; skipped {len(skipped)} unreadable image(s)" if skipped else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,135 @@
+"""Job 2: multi-label defect typing (which defects: chipped edge, scratch, stain).
+
+MultiLabelNet (the binary network's conv backbone, global average pooling,
+one Linear to 4 logits: no_defect + one per defect class), weighted focal
+loss, AdamW, cosine annealing with warm restarts stepped per batch, the
+stronger augmentation of :class:`glasscuda.data.augment.Augment`, test-time
+augmentation, and one threshold per class searched on validation.
+
+Decision rule (what makes the outputs consistent): an image's predicted
+defects are the defect classes whose probability reaches their threshold. If
+none does, the image is predicted "no_defect". If "no_defect" also passes its
+own threshold while a defect does, the defects win: a possible defect is never
+hidden by a confident "no defect". The no_defect column of the reported
+metrics is this rule's, not its raw threshold's.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import training
+from ..checkpoint import save_checkpoint
+from ..data.augment import Augment
+from ..data.sampling import BalancedBatchSampler
+from ..losses import FocalLoss, inverse_frequency_weights
+from ..metrics import multilabel_report, plot_confusion_matrices, search_thresholds_per_class
+from ..models import MultiLabelNet
+from ..optim import AdamW, CosineAnnealingWarmRestarts
+from ..reports import markdown_table, write_json_atomic
+from .common import Recipe, UsageError, describe, fit, fmt, load_glass_splits
+
+NO_DEFECT = "no_defect"
+RUN_KEYS = ("task", "data", "img_size", "batch_size", "lr", "seed", "gamma", "class_weights",
+            "weight_decay", "t0", "t_mult", "eta_min", "channels")
+
+
+def targets_of(dataset) -> np.ndarray:
+    """[N, 1 + K] targets: no_defect, then one column per defect class."""
+    return np.concatenate([(~dataset.is_defective)[:, None], dataset.labels], axis=1).astype(np.float32)
+
+
+def decide(probs: np.ndarray, thresholds) -> np.ndarray:
+    """Predicted indicators [N, 1 + K] under the module's decision rule."""
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    defects = probs[:, 1:] >= thresholds[1:]
+    return np.concatenate([~defects.any(axis=1, keepdims=True), defects], axis=1).astype(np.int64)
+
+
+def decide_labels(names, probs, thresholds) -> list[str]:
+    """The predicted class names of one image under the decision rule."""
+    row = decide(np.asarray(probs, dtype=np.float64)[None, :], thresholds)[0]
+    return [name for name, on in zip(names, row) if on]
+
+
+def report(truth, probs, thresholds, names) -> dict:
+    result = multilabel_report(truth, decide(probs, thresholds), 0.5, names)
+    result["thresholds"] = [float(t) for t in thresholds]
+    for name, t in zip(names, thresholds):
+        result["per_class"][name]["threshold"] = float(t)
+    return result
+
+
+def class_weights(args, sampler, targets, rng_seed) -> np.ndarray:
+    """``--class-weights`` when given, else inverse frequency in the batches the model sees."""
+    if args.class_weights:
+        try:
+            weights = np.array([float(v) for v in args.class_weights.split(",")])
+        except ValueError:
+            raise UsageError(f"--class-weights must be comma-separated numbers, got {args.class_weights!r}")
+        if weights.size != targets.shape[1] or (weights < 0).any():
+            raise UsageError(f"--class-weights needs {targets.shape[1]} non-negative numbers "
+                             f"(no_defect, then each defect class), got {args.class_weights!r}")
+        return weights
+    seen = np.concatenate(sampler.epoch(np.random.default_rng(rng_seed)))
+    return inverse_frequency_weights(targets[seen])
+
+
+def table_rows(result) -> list[dict]:
+    return [{"class": name, "precision": m["precision"], "recall": m["recall"], "f1": m["f1"],
+             "support": m["support"], "threshold": m["threshold"]}
+            for name, m in result["per_class"].items()]
+
+
+def run(args, be, files) -> dict:
+    run_config = {k: getattr(args, k) for k in RUN_KEYS}
+    data = load_glass_splits(args, channels=args.channels)
+    print(f"{describe('train', data.train)}, {describe('validation', data.val)}, "
+          f"{describe('test', data.test)} from {data.root}")
+    names = [NO_DEFECT, *data.train.class_names]
+    model = MultiLabelNet(in_channels=args.channels, n_classes=len(names), image_size=args.img_size,
+                          seed=args.seed).to(be)
+    optimizer = AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = CosineAnnealingWarmRestarts(optimizer, T_0=args.t0, T_mult=args.t_mult, eta_min=args.eta_min)
+    sampler = BalancedBatchSampler(data.train.is_defective, args.batch_size)
+    train_targets = targets_of(data.train)
+    weights = class_weights(args, sampler, train_targets, args.seed + 1)
+    print("focal loss: gamma", args.gamma, "class weights",
+          ", ".join(f"{n} {w:.2f}" for n, w in zip(names, weights)))
+    val_truth = targets_of(data.val)
+
+    def validate(probs, targets=None, fixed_threshold=None):
+        truth = val_truth if targets is None else targets
+        thresholds = (np.full(len(names), fixed_threshold) if fixed_threshold is not None
+                      else search_thresholds_per_class(truth, probs))
+        result = report(truth, probs, thresholds, names)
+        metrics = {"precision": result["micro_precision"], "recall": result["micro_recall"],
+                   "f1": result["micro_f1"], "macro_f1": result["macro_f1"]}
+        return metrics, result["micro_f1"]
+
+    recipe = Recipe(
+        name="multilabel", model=model, loss_fn=FocalLoss(weights, gamma=args.gamma, device=be),
+        optimizer=optimizer, scheduler=scheduler, sampler=sampler, train_targets=train_targets,
+        validate=validate, augment=Augment(), batch_step=scheduler.step, tta=args.tta)
+    header = {"class_names": names, "class_weights": weights.tolist(), "gamma": args.gamma}
+    history, stopper = fit(args, files, data, recipe, run_config, header)
+
+    val_probs = training.probabilities(training.predict_logits(model, data.val.images, data.normalizer, tta=args.tta))
+    test_probs = training.probabilities(training.predict_logits(model, data.test.images, data.normalizer, tta=args.tta))
+    thresholds = search_thresholds_per_class(val_truth, val_probs)
+    val = report(val_truth, val_probs, thresholds, names)
+    test = report(targets_of(data.test), test_probs, thresholds, names)
+    final = {"best_epoch": stopper.best_epoch, "thresholds": dict(zip(names, thresholds.tolist())),
+             "tta": args.tta, "validation": val, "test": test}
+    training.write_metrics(files.metrics, history, final, run_config)
+    write_json_atomic(files.thresholds, dict(zip(names, thresholds.tolist())))
+    plot_confusion_matrices(test, files.out / "confusion_matrices.png", title="test split")
+    save_checkpoint(files.best, model, {"task": "multilabel", "run": run_config, "epoch": stopper.best_epoch,
+                                        "normalization": data.normalizer.to_dict(),
+                                        "thresholds": thresholds.tolist(), "tta": args.tta, **header})
+    for split, result in (("validation", val), ("test", test)):
+        print(f"\n{split}: micro-F1 {fmt(result['micro_f1'])}  macro-F1 {fmt(result['macro_f1'])}")
+        print(markdown_table(table_rows(result)))
+        for name, matrix in result["confusion_matrices"].items():
+            (tn, fp), (fn, tp) = matrix
+            print(f"  {name:>13}: tn {tn:5d}  fp {fp:4d}  fn {fn:4d}  tp {tp:4d}")
+    return final
