@@ -7,7 +7,7 @@
  * Bias over channel c of a tensor viewed as [N, C, S] (S = H*W for a
  * convolution's output, S = 1 for a linear layer's [N, C]):
  *   bias_add:       y[n, c, s] = x[n, c, s] + b[c]               y may be x (in place)
- *   bias_grad:      db[c]      = sum over n, s of dy[n, c, s]    summed in n, s order
+ *   bias_grad:      db[c]      = sum over n, s of dy[n, c, s]
  */
 #include "portable.cuh"
 
@@ -35,7 +35,7 @@ KERNEL(bias_grad)(const real* dy, real* db, long long N, long long C, long long 
         real sum = 0;
         for (long long n = 0; n < N; ++n) {
             const real* run = dy + (n * C + c) * S;
-            for (long long s = 0; s < S; ++s) sum += run[s];
+            SUM_LOOP(sum) for (long long s = 0; s < S; ++s) sum += run[s];
         }
         db[c] = sum;
     }

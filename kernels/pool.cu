@@ -91,7 +91,7 @@ KERNEL(global_avgpool_forward)(const real* x, real* y, long long NC, long long H
     FOR_EACH_REDUCTION(i, NC, HW) {
         const real* plane = x + i * HW;
         real sum = 0;
-        for (long long j = 0; j < HW; ++j) sum += plane[j];
+        SUM_LOOP(sum) for (long long j = 0; j < HW; ++j) sum += plane[j];
         y[i] = sum / (real)HW;
     }
 }

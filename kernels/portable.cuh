@@ -24,6 +24,11 @@
  *       FOR_EACH_IN_RUN(j, R) ...   j = 0 .. R-1 over a contiguous run.
  *   }
  *
+ *   SUM_LOOP(total) for (...) total += ...;
+ *                                   a serial sum inside one logical thread;
+ *                                   the host may vectorise it (partial sums
+ *                                   in SIMD lanes, a fixed order on each run).
+ *
  * A line's body may hold several FOR_EACH_IN_RUN loops, one after another.
  * On the device a logical thread is one (line, j): the per-line work runs in
  * every thread and each FOR_EACH_IN_RUN executes once, for that thread's j.
@@ -57,6 +62,7 @@
     for (long long i = GC_THREAD_INDEX; i < (long long)(n); i += GC_THREAD_COUNT)
 
 #define FOR_EACH_REDUCTION(i, n, len) FOR_EACH(i, n)
+#define SUM_LOOP(total)
 
 /* The device folds (line, j) into one grid-stride index. FOR_EACH_IN_RUN runs
    its body once, for this thread's j; it exists so that the host can make it a
@@ -95,6 +101,8 @@
     GC_PRAGMA(omp parallel for schedule(static)                              \
               if ((long long)(n_lines) * (long long)(run) >= GC_PARALLEL_MIN_WORK)) \
     for (long long line = 0; line < (long long)(n_lines); ++line)
+
+#define SUM_LOOP(total) GC_PRAGMA(omp simd reduction(+ : total))
 
 #define FOR_EACH_IN_RUN(j, run) \
     _Pragma("omp simd")         \
