@@ -1,0 +1,85 @@
+"""Shared fixtures and helpers of the kernel tests.
+
+Fixtures
+    cpu   the CPU backend (NumPy + the host kernel library)
+    gpu   the GPU backend; the test is skipped where no CUDA device answers
+    rng   a NumPy Generator seeded from the test's node id (reproducible per test)
+
+Helpers (import them with ``from conftest import ...``)
+    poisoned(shape, dtype)   an output buffer every element of which is wrong:
+                             NaN for real arrays, POISON_INT for int64 arrays
+    rel_err(a, b)            max|a - b| / max(max|b|, tiny)
+
+Hypothesis profiles: ``glasscuda`` (the default) and ``sanitizer`` (fewer
+examples, for the slow instrumented run); pick one with the environment
+variable GLASSCUDA_HYPOTHESIS_PROFILE.
+"""
+from __future__ import annotations
+
+import os
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+from glasscuda.backend import get_backend, gpu_available
+
+POISON_INT = -7
+TINY = np.finfo(np.float64).tiny
+
+settings.register_profile("glasscuda", max_examples=20, deadline=None, derandomize=True)
+settings.register_profile("sanitizer", max_examples=4, deadline=None, derandomize=True)
+settings.load_profile(os.environ.get("GLASSCUDA_HYPOTHESIS_PROFILE", "glasscuda"))
+
+
+def poisoned(shape, dtype) -> np.ndarray:
+    """A NumPy array of ``shape`` whose every element is a value no kernel writes.
+
+    Real arrays are filled with NaN, int64 arrays with POISON_INT, so an
+    element a kernel leaves unwritten fails any comparison with an oracle.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return np.full(shape, np.nan, dtype=dtype)
+    if dtype.kind in "iu":
+        return np.full(shape, POISON_INT, dtype=dtype)
+    raise TypeError(f"no poison value for dtype {dtype}")
+
+
+def rel_err(actual, expected) -> float:
+    """Relative error of ``actual`` against ``expected``: max|a - b| / max(max|b|, tiny).
+
+    The denominator is the largest magnitude of the expected array (not of each
+    element), so elements near zero do not blow the error up; ``tiny`` is the
+    smallest normal float64 and only matters when the expected array is all
+    zeros. NaN anywhere in ``actual`` (a poisoned element left unwritten)
+    gives NaN, which fails every ``<=`` comparison.
+    """
+    a = np.asarray(actual, dtype=np.float64)
+    b = np.asarray(expected, dtype=np.float64)
+    if a.shape != b.shape:
+        raise AssertionError(f"shape {a.shape} != expected shape {b.shape}")
+    if a.size == 0:
+        return 0.0
+    if np.isnan(a).any() or np.isnan(b).any():
+        return float("nan")
+    scale = max(float(np.max(np.abs(b))), TINY)
+    return float(np.max(np.abs(a - b))) / scale
+
+
+@pytest.fixture(scope="session")
+def cpu():
+    return get_backend("cpu")
+
+
+@pytest.fixture(scope="session")
+def gpu():
+    if not gpu_available():
+        pytest.skip("no CUDA GPU answers here (CuPy missing or no device)")
+    return get_backend("gpu")
+
+
+@pytest.fixture
+def rng(request):
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))

@@ -1,0 +1,955 @@
+"""Every kernel against its float64 oracle in glasscuda.reference.
+
+Kernels are launched directly through ``backend.launch`` with every output
+poisoned (NaN, or -7 for int64) beforehand, so an element a kernel leaves
+unwritten fails the comparison; inputs are checked to come back unmodified.
+The ops.* wrappers are tested against the same oracles.
+
+Tolerances, on the relative error max|a - b| / max(max|b|, tiny) (see
+``conftest.rel_err``): float32 <= 1e-5 for elementwise kernels and <= 1e-4 for
+the GEMM-based ops (conv2d forward/backward, linear); float64 <= 1e-10.
+
+The ``run_<kernel>`` functions draw inputs from a NumPy Generator, launch the
+kernel on a backend and return its outputs beside the oracle's. They are shared
+with tests/test_gpu_parity.py and tests/kernel_error_table.py.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conftest import poisoned, rel_err
+from glasscuda import ops
+from glasscuda import reference as ref
+from glasscuda.backend.table import INT64, KERNELS
+
+DTYPES = (np.float32, np.float64)
+ELEMENTWISE, GEMM, EXACT = "elementwise", "gemm", "exact"
+TOLERANCE = {
+    ELEMENTWISE: {np.float32: 1e-5, np.float64: 1e-10},
+    GEMM: {np.float32: 1e-4, np.float64: 1e-10},
+}
+# |z| beyond which bce_with_logits clamps with eps = 1e-7: -log(1e-7) ~ 16.118.
+BCE_CLAMP_BAND = (15.8, 16.5)
+
+each_dtype = pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+seeds = st.integers(0, 2**32 - 1)
+
+
+# Running a kernel ------------------------------------------------------------
+
+@dataclass
+class Result:
+    """One output of a kernel (as NumPy) beside the float64 oracle's value."""
+
+    name: str
+    actual: np.ndarray
+    expected: np.ndarray
+    kind: str = ELEMENTWISE   # ELEMENTWISE / GEMM: relative tolerance; EXACT: bit for bit
+
+
+def launch(be, kernel, dtype, inputs, outputs, **scalars):
+    """Launch ``kernel`` on ``be``; return its outputs as NumPy arrays.
+
+    ``inputs`` maps argument names to host arrays (copied to the device; for
+    in-out arguments the copy is updated). ``outputs`` maps the output-only
+    arguments to shapes; they are allocated poisoned. Inputs that the kernel
+    only reads must come back unchanged.
+    """
+    spec = KERNELS[kernel]
+    arrays = {a.name: a for a in spec.arrays}
+    device = {name: be.asarray(np.array(host, copy=True)) for name, host in inputs.items()}
+    for name, shape in outputs.items():
+        device[name] = be.asarray(poisoned(shape, np.int64 if arrays[name].dtype == INT64 else dtype))
+    be.launch(kernel, **device, **scalars)
+    be.synchronize()
+    for a in spec.arrays:
+        if a.input and not a.output:
+            np.testing.assert_array_equal(be.to_numpy(device[a.name]), inputs[a.name],
+                                          err_msg=f"{kernel} modified its input '{a.name}'")
+    return {a.name: np.array(be.to_numpy(device[a.name])) for a in spec.arrays if a.output}
+
+
+def check(results, dtype, what=""):
+    """Assert each result is within its tolerance of the oracle (exact ones bit for bit)."""
+    for r in results:
+        label = f"{what}{r.name} ({np.dtype(dtype).name})"
+        if r.kind == EXACT:
+            np.testing.assert_array_equal(r.actual, r.expected, err_msg=label)
+        else:
+            error, tolerance = rel_err(r.actual, r.expected), TOLERANCE[r.kind][dtype]
+            assert error <= tolerance, f"{label}: relative error {error:.3g} > {tolerance:g}"
+
+
+def normal(rng, shape, dtype, scale=1.0):
+    return (scale * rng.standard_normal(shape)).astype(dtype)
+
+
+def conv_ints(N, C, H, W, KH, KW, SH, SW, PH, PW):
+    return dict(N=N, C=C, H=H, W=W, KH=KH, KW=KW, SH=SH, SW=SW, PH=PH, PW=PW,
+                HO=(H + 2 * PH - KH) // SH + 1, WO=(W + 2 * PW - KW) // SW + 1)
+
+
+def col_shape(g):
+    """im2col's columns: [C*KH*KW, N*HO*WO], the images side by side (kernels/im2col.cu)."""
+    return (g["C"] * g["KH"] * g["KW"], g["N"] * g["HO"] * g["WO"])
+
+
+def pool_ints(N, C, H, W, KH, KW, SH, SW):
+    return dict(N=N, C=C, H=H, W=W, KH=KH, KW=KW, SH=SH, SW=SW,
+                HO=(H - KH) // SH + 1, WO=(W - KW) // SW + 1)
+
+
+def pool_input(rng, shape, dtype, ties):
+    """Distinct values, or (ties=True) values from {0, 1, 2} so that windows tie."""
+    if ties:
+        return rng.integers(0, 3, shape).astype(dtype)
+    return normal(rng, shape, dtype)
+
+
+# One runner per kernel -------------------------------------------------------
+
+def run_im2col(be, dtype, rng, **geometry):
+    g = conv_ints(**geometry)
+    x = normal(rng, (g["N"], g["C"], g["H"], g["W"]), dtype)
+    out = launch(be, "im2col", dtype, {"x": x}, {"col": col_shape(g)}, **g)
+    expected = ref.im2col(x, g["KH"], g["KW"], g["SH"], g["SW"], g["PH"], g["PW"])
+    return [Result("col", out["col"], expected, EXACT)]
+
+
+def run_col2im(be, dtype, rng, **geometry):
+    g = conv_ints(**geometry)
+    x_shape = (g["N"], g["C"], g["H"], g["W"])
+    col = normal(rng, col_shape(g), dtype)
+    out = launch(be, "col2im", dtype, {"col": col}, {"x": x_shape}, **g)
+    expected = ref.col2im(col, x_shape, g["KH"], g["KW"], g["SH"], g["SW"], g["PH"], g["PW"])
+    return [Result("x", out["x"], expected)]
+
+
+def run_maxpool_forward(be, dtype, rng, ties=False, **geometry):
+    g = pool_ints(**geometry)
+    x = pool_input(rng, (g["N"], g["C"], g["H"], g["W"]), dtype, ties)
+    shape = (g["N"], g["C"], g["HO"], g["WO"])
+    out = launch(be, "maxpool_forward", dtype, {"x": x}, {"y": shape, "argmax": shape}, **g)
+    y, argmax = ref.maxpool2d(x, g["KH"], g["KW"], g["SH"], g["SW"])
+    return [Result("y", out["y"], y), Result("argmax", out["argmax"], argmax, EXACT)]
+
+
+def run_maxpool_backward(be, dtype, rng, ties=False, **geometry):
+    g = pool_ints(**geometry)
+    x_shape = (g["N"], g["C"], g["H"], g["W"])
+    _, argmax = ref.maxpool2d(pool_input(rng, x_shape, dtype, ties), g["KH"], g["KW"], g["SH"], g["SW"])
+    dy = normal(rng, argmax.shape, dtype)
+    out = launch(be, "maxpool_backward", dtype, {"dy": dy, "argmax": argmax}, {"dx": x_shape}, **g)
+    return [Result("dx", out["dx"], ref.maxpool2d_backward(dy, argmax, x_shape))]
+
+
+def run_maxpool_backward_disjoint(be, dtype, rng, ties=False, initial="zeros", **geometry):
+    """Non-overlapping windows (KH <= SH, KW <= SW): dy written to each argmax of a dx the caller set.
+
+    With ``initial="zeros"`` (the contract) the result is max-pool's gradient;
+    with ``initial="random"`` every pixel that is no window's argmax must keep its value.
+    """
+    g = pool_ints(**geometry)
+    assert g["KH"] <= g["SH"] and g["KW"] <= g["SW"], "windows overlap"
+    x_shape = (g["N"], g["C"], g["H"], g["W"])
+    _, argmax = ref.maxpool2d(pool_input(rng, x_shape, dtype, ties), g["KH"], g["KW"], g["SH"], g["SW"])
+    dy = normal(rng, argmax.shape, dtype)
+    dx = np.zeros(x_shape, dtype) if initial == "zeros" else normal(rng, x_shape, dtype)
+    ints = {k: g[k] for k in ("N", "C", "H", "W", "HO", "WO")}
+    out = launch(be, "maxpool_backward_disjoint", dtype, {"dy": dy, "argmax": argmax, "dx": dx}, {}, **ints)
+    routed = ref.maxpool2d_backward(dy, argmax, x_shape)
+    hit = ref.maxpool2d_backward(np.ones_like(dy), argmax, x_shape) > 0
+    return [Result("dx", out["dx"], np.where(hit, routed, dx))]
+
+
+def run_global_avgpool_forward(be, dtype, rng, NC, HW):
+    x = normal(rng, (NC, HW), dtype)
+    out = launch(be, "global_avgpool_forward", dtype, {"x": x}, {"y": (NC,)}, NC=NC, HW=HW)
+    return [Result("y", out["y"], ref.global_avgpool(x.reshape(1, NC, HW, 1))[0])]
+
+
+def run_global_avgpool_backward(be, dtype, rng, NC, HW):
+    dy = normal(rng, (NC,), dtype)
+    out = launch(be, "global_avgpool_backward", dtype, {"dy": dy}, {"dx": (NC, HW)}, NC=NC, HW=HW)
+    expected = ref.global_avgpool_backward(dy.reshape(1, NC), (1, NC, HW, 1)).reshape(NC, HW)
+    return [Result("dx", out["dx"], expected)]
+
+
+def relu_input(rng, n, dtype):
+    """Normal values with exact zeros (both signs) sprinkled in: the kink must give 0."""
+    x = normal(rng, n, dtype)
+    x[rng.random(n) < 0.1] = 0.0
+    x[rng.random(n) < 0.05] = -0.0
+    return x
+
+
+def run_relu_forward(be, dtype, rng, n):
+    x = relu_input(rng, n, dtype)
+    out = launch(be, "relu_forward", dtype, {"x": x}, {"y": (n,)}, n=n)
+    return [Result("y", out["y"], ref.relu(x))]
+
+
+def run_relu_backward(be, dtype, rng, n):
+    x, dy = relu_input(rng, n, dtype), normal(rng, n, dtype)
+    out = launch(be, "relu_backward", dtype, {"x": x, "dy": dy}, {"dx": (n,)}, n=n)
+    return [Result("dx", out["dx"], ref.relu_backward(x, dy))]
+
+
+def run_bias_add(be, dtype, rng, N, C, S):
+    x, b = normal(rng, (N, C, S), dtype), normal(rng, (C,), dtype)
+    out = launch(be, "bias_add", dtype, {"x": x, "b": b}, {"y": (N, C, S)}, N=N, C=C, S=S)
+    return [Result("y", out["y"], ref.bias_add(x, b))]
+
+
+def run_bias_grad(be, dtype, rng, N, C, S):
+    dy = normal(rng, (N, C, S), dtype)
+    out = launch(be, "bias_grad", dtype, {"dy": dy}, {"db": (C,)}, N=N, C=C, S=S)
+    return [Result("db", out["db"], ref.bias_grad(dy))]
+
+
+def bce_logits(rng, n, dtype, scale=4.0):
+    """Logits around 0 plus some far out where the clamp bites, none near the clamp's edge."""
+    z = scale * rng.standard_normal(n)
+    far = rng.random(n) < 0.15
+    z[far] = rng.choice([-1.0, 1.0], far.sum()) * rng.uniform(17.0, 60.0, far.sum())
+    near_edge = (np.abs(z) > BCE_CLAMP_BAND[0]) & (np.abs(z) < BCE_CLAMP_BAND[1])
+    z[near_edge] = np.sign(z[near_edge]) * 20.0
+    return z.astype(dtype)
+
+
+def run_bce_with_logits(be, dtype, rng, n, eps=1e-7, scale=None, soft=False, z=None, y=None):
+    z = bce_logits(rng, n, dtype) if z is None else np.asarray(z, dtype)
+    if y is None:
+        y = rng.random(n) if soft else rng.integers(0, 2, n)
+    y = np.asarray(y, dtype)
+    scale = 1.0 / n if scale is None else scale
+    out = launch(be, "bce_with_logits", dtype, {"z": z, "y": y}, {"loss": (n,), "grad": (n,)},
+                 n=n, eps=eps, scale=scale)
+    loss, grad = ref.bce_with_logits(z, y, eps=float(np.asarray(eps, dtype)))
+    return [Result("loss", out["loss"], loss), Result("grad", out["grad"], scale * grad)]
+
+
+def run_focal_with_logits(be, dtype, rng, N, K, gamma=2.0, scale=None, z=None, y=None, weight=None):
+    z = normal(rng, (N, K), dtype, 3.0) if z is None else np.asarray(z, dtype)
+    y = (rng.integers(0, 2, (N, K)) if y is None else np.asarray(y)).astype(dtype)
+    weight = (rng.uniform(0.25, 4.0, K) if weight is None else np.asarray(weight)).astype(dtype)
+    scale = 1.0 / (N * K) if scale is None else scale
+    out = launch(be, "focal_with_logits", dtype, {"z": z, "y": y, "weight": weight},
+                 {"loss": (N, K), "grad": (N, K)}, N=N, K=K, gamma=gamma, scale=scale)
+    loss, grad = ref.focal_with_logits(z, y, weight, gamma=gamma)
+    return [Result("loss", out["loss"], loss), Result("grad", out["grad"], scale * grad)]
+
+
+def run_softmax_cross_entropy(be, dtype, rng, N, K, scale=None, spread=3.0, z=None, label=None):
+    z = normal(rng, (N, K), dtype, spread) if z is None else np.asarray(z, dtype)
+    label = rng.integers(0, K, N) if label is None else np.asarray(label, np.int64)
+    scale = 1.0 / N if scale is None else scale
+    out = launch(be, "softmax_cross_entropy", dtype, {"z": z, "label": label},
+                 {"loss": (N,), "grad": (N, K)}, N=N, K=K, scale=scale)
+    loss, grad = ref.softmax_cross_entropy(z, label)
+    return [Result("loss", out["loss"], loss), Result("grad", out["grad"], scale * grad)]
+
+
+def run_adam_update(be, dtype, rng, n, decoupled=False, steps=4, lr=1e-2, beta1=0.9, beta2=0.999,
+                    eps=1e-8, weight_decay=0.0, exact_hyperparameters=False):
+    """``steps`` consecutive steps from m = v = 0, each compared with reference.adam_step.
+
+    The kernel takes its real scalars in its own precision, so by default the
+    oracle gets the hyperparameters rounded to ``dtype`` as the kernel sees
+    them; ``exact_hyperparameters`` gives the oracle the values as written.
+    """
+    hyper = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
+    if not exact_hyperparameters:
+        hyper = {k: float(dtype(v)) for k, v in hyper.items()}
+    param = normal(rng, n, dtype)
+    m, v = np.zeros(n, dtype), np.zeros(n, dtype)
+    want = (param, m, v)
+    results = []
+    for step in range(1, steps + 1):
+        grad = normal(rng, n, dtype)
+        out = launch(be, "adam_update", dtype, {"param": param, "grad": grad, "m": m, "v": v}, {},
+                     n=n, decoupled=int(decoupled), bc1=1.0 - hyper["beta1"] ** step,
+                     bc2=1.0 - hyper["beta2"] ** step, **hyper)
+        param, m, v = out["param"], out["m"], out["v"]
+        want = ref.adam_step(want[0], grad, want[1], want[2], step=step, decoupled=decoupled, **hyper)
+        results += [Result(f"param@{step}", param, want[0]), Result(f"m@{step}", m, want[1]),
+                    Result(f"v@{step}", v, want[2])]
+    return results
+
+
+def run_flip_rotate90(be, dtype, rng, N, C, S, codes=None):
+    x = normal(rng, (N, C, S, S), dtype)
+    op = (rng.integers(0, 16, N) if codes is None else np.asarray(codes)).astype(np.int64)
+    out = launch(be, "flip_rotate90", dtype, {"x": x, "op": op}, {"y": x.shape}, N=N, C=C, S=S)
+    return [Result("y", out["y"], ref.flip_rotate90(x, op), EXACT)]
+
+
+def run_rotate_bilinear(be, dtype, rng, N, C, H, W, angles=None):
+    x = normal(rng, (N, C, H, W), dtype)
+    angles = rng.uniform(-math.pi, math.pi, N) if angles is None else np.asarray(angles, np.float64)
+    out = launch(be, "rotate_bilinear", dtype,
+                 {"x": x, "cos_t": np.cos(angles).astype(dtype), "sin_t": np.sin(angles).astype(dtype)},
+                 {"y": x.shape}, N=N, C=C, H=H, W=W)
+    return [Result("y", out["y"], ref.rotate_bilinear(x, angles))]
+
+
+RUNNERS = {
+    "im2col": run_im2col, "col2im": run_col2im,
+    "maxpool_forward": run_maxpool_forward, "maxpool_backward": run_maxpool_backward,
+    "maxpool_backward_disjoint": run_maxpool_backward_disjoint,
+    "global_avgpool_forward": run_global_avgpool_forward,
+    "global_avgpool_backward": run_global_avgpool_backward,
+    "relu_forward": run_relu_forward, "relu_backward": run_relu_backward,
+    "bias_add": run_bias_add, "bias_grad": run_bias_grad,
+    "bce_with_logits": run_bce_with_logits, "focal_with_logits": run_focal_with_logits,
+    "softmax_cross_entropy": run_softmax_cross_entropy, "adam_update": run_adam_update,
+    "flip_rotate90": run_flip_rotate90, "rotate_bilinear": run_rotate_bilinear,
+}
+
+# A fixed set of cases per kernel: the GPU parity test and the error table run these.
+# (The large ones exceed the host's 16384-element threshold and run on the OpenMP team.)
+FIXED_CASES = {
+    "im2col": [dict(N=2, C=3, H=7, W=5, KH=3, KW=3, SH=2, SW=2, PH=1, PW=1),
+               dict(N=1, C=2, H=6, W=9, KH=5, KW=3, SH=1, SW=2, PH=2, PW=0),
+               dict(N=2, C=3, H=40, W=40, KH=3, KW=3, SH=1, SW=1, PH=1, PW=1)],
+    "col2im": [dict(N=2, C=3, H=7, W=5, KH=3, KW=3, SH=2, SW=2, PH=1, PW=1),
+               dict(N=1, C=2, H=6, W=9, KH=5, KW=3, SH=1, SW=2, PH=2, PW=0),
+               dict(N=2, C=3, H=40, W=40, KH=3, KW=3, SH=1, SW=1, PH=1, PW=1)],
+    "maxpool_forward": [dict(N=2, C=3, H=7, W=9, KH=2, KW=2, SH=2, SW=2),
+                        dict(N=1, C=2, H=9, W=8, KH=3, KW=3, SH=1, SW=2, ties=True),
+                        dict(N=4, C=4, H=64, W=64, KH=2, KW=2, SH=2, SW=2)],
+    "maxpool_backward": [dict(N=2, C=3, H=7, W=9, KH=2, KW=2, SH=2, SW=2),
+                         dict(N=1, C=2, H=9, W=8, KH=3, KW=3, SH=1, SW=2, ties=True),
+                         dict(N=4, C=4, H=64, W=64, KH=3, KW=3, SH=2, SW=2)],
+    "maxpool_backward_disjoint": [dict(N=2, C=3, H=7, W=9, KH=2, KW=2, SH=2, SW=2),
+                                  dict(N=1, C=2, H=9, W=8, KH=2, KW=3, SH=3, SW=3, ties=True),
+                                  dict(N=2, C=3, H=8, W=7, KH=2, KW=2, SH=2, SW=3, initial="random"),
+                                  dict(N=4, C=4, H=64, W=64, KH=2, KW=2, SH=2, SW=2)],
+    "global_avgpool_forward": [dict(NC=6, HW=49), dict(NC=12, HW=4096)],
+    "global_avgpool_backward": [dict(NC=6, HW=49), dict(NC=12, HW=4096)],
+    "relu_forward": [dict(n=101), dict(n=40001)],
+    "relu_backward": [dict(n=101), dict(n=40001)],
+    "bias_add": [dict(N=2, C=3, S=35), dict(N=8, C=5, S=1), dict(N=2, C=16, S=1024)],
+    "bias_grad": [dict(N=2, C=3, S=35), dict(N=8, C=5, S=1), dict(N=4, C=3, S=5000)],
+    "bce_with_logits": [dict(n=257), dict(n=257, soft=True), dict(n=20000, scale=1.0)],
+    "focal_with_logits": [dict(N=33, K=4, gamma=0.0), dict(N=33, K=4, gamma=1.0),
+                          dict(N=33, K=4, gamma=2.0), dict(N=5000, K=4, gamma=2.5)],
+    "softmax_cross_entropy": [dict(N=17, K=5), dict(N=3, K=1000, spread=30.0),
+                              dict(N=4096, K=8)],
+    "adam_update": [dict(n=101, decoupled=False, weight_decay=0.01),
+                    dict(n=101, decoupled=True, weight_decay=0.01),
+                    dict(n=20001, decoupled=False)],
+    "flip_rotate90": [dict(N=16, C=2, S=5, codes=range(16)), dict(N=16, C=1, S=4, codes=range(16)),
+                      dict(N=4, C=3, S=64)],
+    "rotate_bilinear": [dict(N=3, C=2, H=9, W=7), dict(N=4, C=3, H=64, W=48)],
+}
+
+
+def test_every_kernel_in_the_table_has_a_runner_and_fixed_cases():
+    assert set(RUNNERS) == set(KERNELS)
+    assert set(FIXED_CASES) == set(KERNELS)
+
+
+@pytest.mark.parametrize("kernel,case", [(k, c) for k, cases in FIXED_CASES.items() for c in cases],
+                         ids=lambda v: v if isinstance(v, str) else "-".join(
+                             f"{k}{v[k]}" for k in v if k != "codes"))
+@each_dtype
+def test_fixed_case_matches_oracle(cpu, rng, kernel, case, dtype):
+    check(RUNNERS[kernel](cpu, dtype, rng, **case), dtype, f"{kernel}.")
+
+
+# im2col / col2im --------------------------------------------------------------
+
+@st.composite
+def conv_geometries(draw):
+    KH, KW = draw(st.sampled_from([1, 3, 5])), draw(st.sampled_from([1, 3, 5]))
+    PH, PW = draw(st.integers(0, min(2, KH - 1))), draw(st.integers(0, min(2, KW - 1)))
+    return dict(N=draw(st.integers(1, 3)), C=draw(st.integers(1, 3)),
+                H=draw(st.integers(max(1, KH - 2 * PH), 11)), W=draw(st.integers(max(1, KW - 2 * PW), 11)),
+                KH=KH, KW=KW, SH=draw(st.sampled_from([1, 2])), SW=draw(st.sampled_from([1, 2])),
+                PH=PH, PW=PW)
+
+
+CONV_EDGE_CASES = [
+    # N, C, H, W, KH, KW, SH, SW, PH, PW
+    (1, 1, 1, 1, 1, 1, 1, 1, 0, 0),       # one pixel, 1x1 kernel
+    (1, 1, 5, 5, 5, 5, 1, 1, 2, 2),       # "same" 5x5
+    (2, 3, 7, 5, 3, 3, 2, 2, 1, 1),       # odd, non-square, stride 2
+    (1, 2, 6, 9, 5, 3, 1, 2, 2, 0),       # mixed kernel / stride / padding per axis
+    (3, 1, 4, 7, 3, 5, 2, 1, 0, 2),
+    (1, 1, 2, 3, 5, 5, 2, 2, 2, 2),       # kernel larger than the image
+    (1, 1, 1, 8, 1, 3, 1, 2, 0, 1),       # a single row
+    (2, 1, 8, 8, 1, 1, 2, 2, 0, 0),       # 1x1 kernel, stride 2
+    (1, 4, 17, 13, 5, 5, 2, 2, 2, 2),
+    (1, 2, 3, 3, 5, 5, 1, 1, 2, 2),       # stride 1, padding on both sides of a narrow image
+    (2, 1, 4, 1, 3, 3, 1, 1, 1, 1),       # a single column
+]
+conv_edge_cases = pytest.mark.parametrize(
+    "geometry", [dict(zip(("N", "C", "H", "W", "KH", "KW", "SH", "SW", "PH", "PW"), c))
+                 for c in CONV_EDGE_CASES], ids=lambda g: "x".join(map(str, g.values())))
+
+
+@each_dtype
+@given(geometry=conv_geometries(), seed=seeds)
+def test_im2col_random_shapes(cpu, dtype, geometry, seed):
+    check(run_im2col(cpu, dtype, np.random.default_rng(seed), **geometry), dtype)
+
+
+@each_dtype
+@conv_edge_cases
+def test_im2col_edge_cases(cpu, rng, dtype, geometry):
+    check(run_im2col(cpu, dtype, rng, **geometry), dtype)
+
+
+@each_dtype
+@given(geometry=conv_geometries(), seed=seeds)
+def test_col2im_random_shapes(cpu, dtype, geometry, seed):
+    check(run_col2im(cpu, dtype, np.random.default_rng(seed), **geometry), dtype)
+
+
+@each_dtype
+@conv_edge_cases
+def test_col2im_edge_cases(cpu, rng, dtype, geometry):
+    check(run_col2im(cpu, dtype, rng, **geometry), dtype)
+
+
+@conv_edge_cases
+def test_col2im_is_the_adjoint_of_im2col(cpu, rng, geometry):
+    """<im2col(x), c> == <x, col2im(c)> for the kernels themselves."""
+    g = conv_ints(**geometry)
+    x = normal(rng, (g["N"], g["C"], g["H"], g["W"]), np.float64)
+    c = normal(rng, col_shape(g), np.float64)
+    col = launch(cpu, "im2col", np.float64, {"x": x}, {"col": c.shape}, **g)["col"]
+    back = launch(cpu, "col2im", np.float64, {"col": c}, {"x": x.shape}, **g)["x"]
+    lhs, rhs = float(np.sum(col * c)), float(np.sum(x * back))
+    assert abs(lhs - rhs) <= 1e-12 * max(abs(lhs), np.sum(np.abs(col * c)))
+
+
+# Max pooling -----------------------------------------------------------------
+
+@st.composite
+def pool_geometries(draw):
+    KH, KW = draw(st.sampled_from([2, 3])), draw(st.sampled_from([2, 3]))
+    return dict(N=draw(st.integers(1, 3)), C=draw(st.integers(1, 3)),
+                H=draw(st.integers(KH, 11)), W=draw(st.integers(KW, 11)), KH=KH, KW=KW,
+                SH=draw(st.sampled_from([1, 2, 3])), SW=draw(st.sampled_from([1, 2, 3])))
+
+
+POOL_EDGE_CASES = [
+    # N, C, H, W, KH, KW, SH, SW
+    (1, 1, 2, 2, 2, 2, 2, 2),     # one window
+    (2, 3, 7, 9, 2, 2, 2, 2),     # last row / column not covered by any window
+    (1, 2, 8, 8, 3, 3, 1, 1),     # overlapping windows
+    (2, 1, 9, 7, 3, 3, 2, 2),     # overlapping, stride 2
+    (1, 1, 10, 11, 3, 2, 3, 1),   # different windows and strides per axis
+    (3, 2, 8, 8, 2, 3, 3, 3),     # stride larger than the window: gaps
+    (1, 1, 3, 3, 3, 3, 1, 1),     # window = image
+    (1, 3, 2, 9, 2, 2, 1, 1),     # a single window row
+]
+pool_edge_cases = pytest.mark.parametrize(
+    "geometry", [dict(zip(("N", "C", "H", "W", "KH", "KW", "SH", "SW"), c)) for c in POOL_EDGE_CASES],
+    ids=lambda g: "x".join(map(str, g.values())))
+ties = pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
+
+
+@each_dtype
+@given(geometry=pool_geometries(), seed=seeds, ties=st.booleans())
+def test_maxpool_forward_random_shapes(cpu, dtype, geometry, seed, ties):
+    check(run_maxpool_forward(cpu, dtype, np.random.default_rng(seed), ties=ties, **geometry), dtype)
+
+
+@each_dtype
+@ties
+@pool_edge_cases
+def test_maxpool_forward_edge_cases(cpu, rng, dtype, ties, geometry):
+    """Values and argmax (exactly; the first maximum in row-major window order wins a tie)."""
+    check(run_maxpool_forward(cpu, dtype, rng, ties=ties, **geometry), dtype)
+
+
+@each_dtype
+@given(geometry=pool_geometries(), seed=seeds, ties=st.booleans())
+def test_maxpool_backward_random_shapes(cpu, dtype, geometry, seed, ties):
+    check(run_maxpool_backward(cpu, dtype, np.random.default_rng(seed), ties=ties, **geometry), dtype)
+
+
+@each_dtype
+@ties
+@pool_edge_cases
+def test_maxpool_backward_edge_cases(cpu, rng, dtype, ties, geometry):
+    """Overlapping windows that share a maximum must add their gradients."""
+    check(run_maxpool_backward(cpu, dtype, rng, ties=ties, **geometry), dtype)
+
+
+@st.composite
+def disjoint_pool_geometries(draw):
+    g = draw(pool_geometries())
+    g["SH"], g["SW"] = max(g["SH"], g["KH"]), max(g["SW"], g["KW"])
+    return g
+
+
+DISJOINT_EDGE_CASES = [c for c in POOL_EDGE_CASES if c[4] <= c[6] and c[5] <= c[7]]
+
+
+@each_dtype
+@given(geometry=disjoint_pool_geometries(), seed=seeds, ties=st.booleans(),
+       initial=st.sampled_from(["zeros", "random"]))
+def test_maxpool_backward_disjoint_random_shapes(cpu, dtype, geometry, seed, ties, initial):
+    check(run_maxpool_backward_disjoint(cpu, dtype, np.random.default_rng(seed), ties=ties, initial=initial,
+                                        **geometry), dtype)
+
+
+@each_dtype
+@ties
+@pytest.mark.parametrize("geometry", [dict(zip(("N", "C", "H", "W", "KH", "KW", "SH", "SW"), c))
+                                      for c in DISJOINT_EDGE_CASES], ids=lambda g: "x".join(map(str, g.values())))
+def test_maxpool_backward_disjoint_edge_cases(cpu, rng, dtype, ties, geometry):
+    check(run_maxpool_backward_disjoint(cpu, dtype, rng, ties=ties, **geometry), dtype)
+
+
+@each_dtype
+@pytest.mark.parametrize("geometry", [dict(N=2, C=3, H=7, W=9, KH=2, KW=2, SH=2, SW=2),
+                                      dict(N=1, C=2, H=9, W=8, KH=2, KW=3, SH=3, SW=3)],
+                         ids=["2x2s2", "2x3s3"])
+def test_maxpool_backward_disjoint_equals_the_gather(cpu, rng, dtype, geometry):
+    """Where windows do not overlap, both backward kernels give the same dx."""
+    g = pool_ints(**geometry)
+    x_shape = (g["N"], g["C"], g["H"], g["W"])
+    _, argmax = ref.maxpool2d(normal(rng, x_shape, dtype), g["KH"], g["KW"], g["SH"], g["SW"])
+    dy = normal(rng, argmax.shape, dtype)
+    gathered = launch(cpu, "maxpool_backward", dtype, {"dy": dy, "argmax": argmax}, {"dx": x_shape}, **g)["dx"]
+    ints = {k: g[k] for k in ("N", "C", "H", "W", "HO", "WO")}
+    routed = launch(cpu, "maxpool_backward_disjoint", dtype,
+                    {"dy": dy, "argmax": argmax, "dx": np.zeros(x_shape, dtype)}, {}, **ints)["dx"]
+    np.testing.assert_array_equal(routed, gathered)
+
+
+def test_maxpool_backward_sums_every_window_sharing_a_maximum(cpu):
+    x = np.zeros((1, 1, 5, 5))
+    x[0, 0, 2, 2] = 1.0                       # inside all nine 3x3 windows at stride 1
+    g = pool_ints(N=1, C=1, H=5, W=5, KH=3, KW=3, SH=1, SW=1)
+    argmax = launch(cpu, "maxpool_forward", np.float64, {"x": x}, {"y": (1, 1, 3, 3), "argmax": (1, 1, 3, 3)},
+                    **g)["argmax"]
+    assert (argmax == 2 * 5 + 2).all()
+    dy = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
+    dx = launch(cpu, "maxpool_backward", np.float64, {"dy": dy, "argmax": argmax}, {"dx": x.shape}, **g)["dx"]
+    np.testing.assert_array_equal(dx, ref.maxpool2d_backward(dy, argmax, x.shape))
+
+
+# Global average pooling ------------------------------------------------------
+
+avgpool_shapes = pytest.mark.parametrize("NC,HW", [(1, 1), (3, 1), (1, 7), (7, 49), (5, 4097), (0, 3)])
+
+
+@each_dtype
+@avgpool_shapes
+def test_global_avgpool_forward(cpu, rng, dtype, NC, HW):
+    check(run_global_avgpool_forward(cpu, dtype, rng, NC=NC, HW=HW), dtype)
+
+
+@each_dtype
+@avgpool_shapes
+def test_global_avgpool_backward(cpu, rng, dtype, NC, HW):
+    check(run_global_avgpool_backward(cpu, dtype, rng, NC=NC, HW=HW), dtype)
+
+
+# ReLU and bias ---------------------------------------------------------------
+
+relu_sizes = pytest.mark.parametrize("n", [1, 7, 1000, 40001])
+
+
+@each_dtype
+@relu_sizes
+def test_relu_forward(cpu, rng, dtype, n):
+    check(run_relu_forward(cpu, dtype, rng, n=n), dtype)
+
+
+@each_dtype
+@relu_sizes
+def test_relu_backward(cpu, rng, dtype, n):
+    """The subgradient at x = 0 (of either sign) is 0."""
+    check(run_relu_backward(cpu, dtype, rng, n=n), dtype)
+
+
+@each_dtype
+def test_relu_forward_in_place(cpu, rng, dtype):
+    x = relu_input(rng, 40001, dtype)
+    expected = ref.relu(x)
+    cpu.launch("relu_forward", x=x, y=x, n=x.size)
+    check([Result("y", x, expected)], dtype)
+
+
+@each_dtype
+def test_relu_backward_in_place(cpu, rng, dtype):
+    x, dy = relu_input(rng, 999, dtype), normal(rng, 999, dtype)
+    expected = ref.relu_backward(x, dy)
+    cpu.launch("relu_backward", x=x, dy=dy, dx=dy, n=x.size)
+    check([Result("dx", dy, expected)], dtype)
+
+
+bias_shapes = pytest.mark.parametrize("N,C,S", [(1, 1, 1), (2, 3, 5), (3, 7, 1), (1, 4, 49),
+                                                (2, 16, 1024), (4, 3, 5000)])
+
+
+@each_dtype
+@bias_shapes
+def test_bias_add(cpu, rng, dtype, N, C, S):
+    check(run_bias_add(cpu, dtype, rng, N=N, C=C, S=S), dtype)
+
+
+@each_dtype
+@bias_shapes
+def test_bias_add_in_place(cpu, rng, dtype, N, C, S):
+    x, b = normal(rng, (N, C, S), dtype), normal(rng, (C,), dtype)
+    expected = ref.bias_add(x, b)
+    cpu.launch("bias_add", x=x, b=b, y=x, N=N, C=C, S=S)
+    check([Result("y", x, expected)], dtype)
+
+
+@each_dtype
+@bias_shapes
+def test_bias_grad(cpu, rng, dtype, N, C, S):
+    check(run_bias_grad(cpu, dtype, rng, N=N, C=C, S=S), dtype)
+
+
+# Losses ----------------------------------------------------------------------
+
+@each_dtype
+@pytest.mark.parametrize("n", [1, 2, 63, 20001])
+@pytest.mark.parametrize("soft", [False, True], ids=["binary", "soft"])
+def test_bce_with_logits(cpu, rng, dtype, n, soft):
+    check(run_bce_with_logits(cpu, dtype, rng, n=n, soft=soft, scale=0.37), dtype)
+
+
+@each_dtype
+@pytest.mark.parametrize("eps,far", [(1e-7, [17.0, 20.0, 50.0, 1e3, 1e30]), (1e-3, [7.5, 10.0, 40.0])])
+def test_bce_with_logits_where_the_clamp_bites(cpu, rng, dtype, eps, far):
+    """Beyond the clamp the loss is constant in z, so its gradient is exactly 0."""
+    magnitudes = np.array(far + [0.0, 0.5, 2.0, 5.0])
+    z = np.concatenate([magnitudes, -magnitudes, magnitudes, -magnitudes])
+    y = np.repeat([1.0, 1.0, 0.0, 0.0], len(magnitudes))
+    results = run_bce_with_logits(cpu, dtype, rng, n=z.size, eps=eps, scale=0.5, z=z, y=y)
+    check(results, dtype)
+    grad = results[1].actual
+    clamped = np.abs(z) >= min(far)
+    assert (grad[clamped] == 0).all()
+    assert (grad[~clamped] != 0).all()
+
+
+@each_dtype
+@pytest.mark.parametrize("gamma", [0.0, 1.0, 2.0, 2.5])
+@given(N=st.integers(1, 40), K=st.integers(1, 6), seed=seeds)
+def test_focal_with_logits_random_shapes(cpu, dtype, gamma, N, K, seed):
+    check(run_focal_with_logits(cpu, dtype, np.random.default_rng(seed), N=N, K=K, gamma=gamma,
+                                scale=0.7), dtype)
+
+
+@each_dtype
+@pytest.mark.parametrize("gamma", [0.0, 1.0, 2.0, 2.5])
+def test_focal_with_logits_far_from_zero(cpu, rng, dtype, gamma):
+    z = np.array([[-80.0, -30.0, -12.0, 12.0, 30.0, 80.0]] * 2)
+    y = np.array([[0.0] * 6, [1.0] * 6])
+    check(run_focal_with_logits(cpu, dtype, rng, N=2, K=6, gamma=gamma, z=z, y=y), dtype)
+
+
+@each_dtype
+def test_focal_with_gamma_0_is_weighted_bce(cpu, rng, dtype):
+    """gamma = 0: loss = w_k * BCE for positives, BCE for negatives (BCE oracle, no clamp)."""
+    N, K = 37, 4
+    z, y = normal(rng, (N, K), dtype, 3.0), rng.integers(0, 2, (N, K)).astype(dtype)
+    weight = rng.uniform(0.25, 4.0, K).astype(dtype)
+    out = launch(cpu, "focal_with_logits", dtype, {"z": z, "y": y, "weight": weight},
+                 {"loss": (N, K), "grad": (N, K)}, N=N, K=K, gamma=0.0, scale=1.0)
+    bce_loss, bce_grad = ref.bce_with_logits(z, y, eps=1e-300)
+    w = np.where(y == 1, weight.astype(np.float64)[None, :], 1.0)
+    check([Result("loss", out["loss"], w * bce_loss), Result("grad", out["grad"], w * bce_grad)], dtype)
+
+
+@each_dtype
+@given(N=st.integers(1, 20), K=st.integers(1, 12), seed=seeds)
+def test_softmax_cross_entropy_random_shapes(cpu, dtype, N, K, seed):
+    check(run_softmax_cross_entropy(cpu, dtype, np.random.default_rng(seed), N=N, K=K, scale=0.3), dtype)
+
+
+@each_dtype
+@pytest.mark.parametrize("N,K,spread", [(1, 1, 1.0), (5, 1, 1.0), (1, 2, 1.0), (4, 10, 300.0),
+                                         (3, 1000, 30.0)])
+def test_softmax_cross_entropy_edge_cases(cpu, rng, dtype, N, K, spread):
+    """One class (loss and gradient 0), batch 1, and logits far apart (no overflow)."""
+    check(run_softmax_cross_entropy(cpu, dtype, rng, N=N, K=K, spread=spread), dtype)
+
+
+# Confident predictions: every logit far on the right side, so every loss and
+# gradient is small and float32 must not lose them to cancellation.
+
+@pytest.mark.xfail(strict=True, reason="kernels/loss.cu:52 computes sigmoid(z) - y, which cancels for "
+                   "confident predictions (float32 relative error ~1e-3); (1 - y) * p - y * q keeps it")
+def test_bce_with_logits_confident_predictions_f32(cpu, rng):
+    n = 64
+    y = rng.integers(0, 2, n).astype(np.float64)
+    z = np.where(y == 1, 1.0, -1.0) * rng.uniform(8.0, 14.0, n)
+    check(run_bce_with_logits(cpu, np.float32, rng, n=n, z=z, y=y), np.float32)
+
+
+@pytest.mark.xfail(strict=True, reason="kernels/loss.cu:86-87 compute softmax - 1 and "
+                   "top + log_total - z[label], which cancel for confident predictions (float32 relative error ~1e-3)")
+def test_softmax_cross_entropy_confident_predictions_f32(cpu, rng):
+    N, K = 6, 5
+    label = rng.integers(0, K, N)
+    z = rng.standard_normal((N, K))
+    z[np.arange(N), label] += 12.0
+    check(run_softmax_cross_entropy(cpu, np.float32, rng, N=N, K=K, z=z, label=label), np.float32)
+
+
+# Adam / AdamW ----------------------------------------------------------------
+
+@each_dtype
+@pytest.mark.parametrize("decoupled", [False, True], ids=["adam", "adamw"])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+@pytest.mark.parametrize("n", [1, 7, 20001])
+def test_adam_update_several_steps(cpu, rng, dtype, decoupled, weight_decay, n):
+    check(run_adam_update(cpu, dtype, rng, n=n, decoupled=decoupled, weight_decay=weight_decay,
+                          steps=5), dtype)
+
+
+@pytest.mark.xfail(strict=True, reason="kernels/adam.cu:26 forms 1 - beta2 in float32 from beta2 rounded "
+                   "to float32: with beta2 = 0.999 the second moment is off by 1.3e-5 relative; the "
+                   "caller could pass 1 - beta1 and 1 - beta2 computed in double")
+def test_adam_update_f32_with_hyperparameters_as_written(cpu, rng):
+    check(run_adam_update(cpu, np.float32, rng, n=101, beta2=0.999, exact_hyperparameters=True),
+          np.float32)
+
+
+# Augmentation ----------------------------------------------------------------
+
+@each_dtype
+@pytest.mark.parametrize("S", [1, 4, 5])
+def test_flip_rotate90_all_16_codes(cpu, rng, dtype, S):
+    check(run_flip_rotate90(cpu, dtype, rng, N=16, C=2, S=S, codes=np.arange(16)), dtype)
+
+
+def test_flip_rotate90_codes_mean_what_they_say(cpu, rng):
+    x = normal(rng, (4, 1, 5, 5), np.float64)
+    out = launch(cpu, "flip_rotate90", np.float64, {"x": x, "op": np.array([1, 2, 4, 3 << 2])},
+                 {"y": x.shape}, N=4, C=1, S=5)["y"]
+    np.testing.assert_array_equal(out[0], x[0, :, :, ::-1])
+    np.testing.assert_array_equal(out[1], x[1, :, ::-1, :])
+    np.testing.assert_array_equal(out[2], np.rot90(x[2], 1, axes=(1, 2)))
+    np.testing.assert_array_equal(out[3], np.rot90(x[3], 3, axes=(1, 2)))
+
+
+@each_dtype
+@given(N=st.integers(1, 3), C=st.integers(1, 3), H=st.integers(1, 12), W=st.integers(1, 12), seed=seeds)
+def test_rotate_bilinear_random_shapes(cpu, dtype, N, C, H, W, seed):
+    check(run_rotate_bilinear(cpu, dtype, np.random.default_rng(seed), N=N, C=C, H=H, W=W), dtype)
+
+
+def _rotate_by(cpu, x, angle):
+    N, C, H, W = x.shape
+    angles = np.full(N, angle)
+    return launch(cpu, "rotate_bilinear", x.dtype.type,
+                  {"x": x, "cos_t": np.cos(angles).astype(x.dtype), "sin_t": np.sin(angles).astype(x.dtype)},
+                  {"y": x.shape}, N=N, C=C, H=H, W=W)["y"]
+
+
+@each_dtype
+def test_rotate_bilinear_angle_0_is_identity(cpu, rng, dtype):
+    x = normal(rng, (2, 3, 7, 10), dtype)
+    np.testing.assert_array_equal(_rotate_by(cpu, x, 0.0), x)
+
+
+@each_dtype
+@pytest.mark.parametrize("S", [5, 9])
+def test_rotate_bilinear_by_pi_is_rot180(cpu, rng, dtype, S):
+    x = normal(rng, (2, 2, S, S), dtype)
+    check([Result("y", _rotate_by(cpu, x, math.pi), np.rot90(x, 2, axes=(2, 3)))], dtype)
+
+
+@pytest.mark.xfail(strict=True, reason="kernels/augment.cu:56-57 (and reference.rotate_bilinear:235-236) "
+                   "rotate clockwise: angle pi/2 gives np.rot90(x, -1), not the documented "
+                   "counter-clockwise np.rot90(x, 1) that flip_rotate90 code 4 gives")
+@each_dtype
+@pytest.mark.parametrize("S", [5, 9])
+def test_rotate_bilinear_by_half_pi_is_numpy_rot90(cpu, rng, dtype, S):
+    x = normal(rng, (2, 2, S, S), dtype)
+    check([Result("y", _rotate_by(cpu, x, math.pi / 2), np.rot90(x, 1, axes=(2, 3)))], dtype)
+
+
+# The ops.* wrappers ----------------------------------------------------------
+
+def run_op_conv2d(be, dtype, rng, N, C, H, W, O, K, S, P, bias=True):
+    x, weight = normal(rng, (N, C, H, W), dtype), normal(rng, (O, C, K, K), dtype)
+    b = normal(rng, (O,), dtype) if bias else None
+    X, Wt = be.asarray(x), be.asarray(weight)
+    y, col = ops.conv2d_forward(be, X, Wt, None if b is None else be.asarray(b), stride=S, padding=P)
+    dy = normal(rng, y.shape, dtype)
+    dx, dweight, dbias = ops.conv2d_backward(be, be.asarray(dy), col, x.shape, Wt, stride=S, padding=P)
+    want_dx, want_dweight, want_dbias = ref.conv2d_backward(dy, x, weight, stride=S, padding=P)
+    to = be.to_numpy
+    return [Result("y", to(y), ref.conv2d(x, weight, b, stride=S, padding=P), GEMM),
+            Result("dx", to(dx), want_dx, GEMM), Result("dweight", to(dweight), want_dweight, GEMM),
+            Result("dbias", to(dbias), want_dbias, GEMM)]
+
+
+def run_op_linear(be, dtype, rng, N, IN, OUT):
+    x, weight, b = normal(rng, (N, IN), dtype), normal(rng, (OUT, IN), dtype), normal(rng, (OUT,), dtype)
+    X, Wt = be.asarray(x), be.asarray(weight)
+    y = ops.linear_forward(be, X, Wt, be.asarray(b))
+    dy = normal(rng, y.shape, dtype)
+    dx, dweight, dbias = ops.linear_backward(be, be.asarray(dy), X, Wt)
+    want = ref.linear_backward(dy, x, weight)
+    to = be.to_numpy
+    return [Result("y", to(y), ref.linear(x, weight, b), GEMM), Result("dx", to(dx), want[0], GEMM),
+            Result("dweight", to(dweight), want[1], GEMM), Result("dbias", to(dbias), want[2], GEMM)]
+
+
+def run_op_maxpool2d(be, dtype, rng, N, C, H, W, K, S):
+    x = normal(rng, (N, C, H, W), dtype)
+    y, argmax = ops.maxpool2d_forward(be, be.asarray(x), K, S)
+    dy = normal(rng, y.shape, dtype)
+    dx = ops.maxpool2d_backward(be, be.asarray(dy), argmax, x.shape, K, S)
+    stride = K if S is None else S
+    want_y, want_argmax = ref.maxpool2d(x, K, K, stride, stride)
+    return [Result("y", be.to_numpy(y), want_y), Result("argmax", be.to_numpy(argmax), want_argmax, EXACT),
+            Result("dx", be.to_numpy(dx), ref.maxpool2d_backward(dy, want_argmax, x.shape))]
+
+
+def run_op_global_avgpool(be, dtype, rng, N, C, H, W):
+    x, dy = normal(rng, (N, C, H, W), dtype), normal(rng, (N, C), dtype)
+    y = ops.global_avgpool_forward(be, be.asarray(x))
+    dx = ops.global_avgpool_backward(be, be.asarray(dy), x.shape)
+    return [Result("y", be.to_numpy(y), ref.global_avgpool(x)),
+            Result("dx", be.to_numpy(dx), ref.global_avgpool_backward(dy, x.shape))]
+
+
+def run_op_relu(be, dtype, rng, shape):
+    x, dy = relu_input(rng, int(np.prod(shape)), dtype).reshape(shape), normal(rng, shape, dtype)
+    y, dx = ops.relu_forward(be, be.asarray(x)), ops.relu_backward(be, be.asarray(x), be.asarray(dy))
+    return [Result("y", be.to_numpy(y), ref.relu(x)), Result("dx", be.to_numpy(dx), ref.relu_backward(x, dy))]
+
+
+def run_op_losses(be, dtype, rng, N, K, gamma):
+    """Mean BCE, focal and softmax cross-entropy: the loss (a float) and the gradient of the mean."""
+    z, y = normal(rng, (N, K), dtype, 3.0), rng.integers(0, 2, (N, K)).astype(dtype)
+    weight, label = rng.uniform(0.25, 4.0, K).astype(dtype), rng.integers(0, K, N)
+    results = []
+    bce_loss, bce_grad = ops.bce_with_logits(be, be.asarray(z), be.asarray(y))
+    want_loss, want_grad = ref.bce_with_logits(z, y)
+    results += [Result("bce loss", np.array(bce_loss), want_loss.mean()),
+                Result("bce grad", be.to_numpy(bce_grad), want_grad / z.size)]
+    focal_loss, focal_grad = ops.focal_with_logits(be, be.asarray(z), be.asarray(y), be.asarray(weight),
+                                                   gamma=gamma)
+    want_loss, want_grad = ref.focal_with_logits(z, y, weight, gamma=gamma)
+    results += [Result("focal loss", np.array(focal_loss), want_loss.mean()),
+                Result("focal grad", be.to_numpy(focal_grad), want_grad / z.size)]
+    ce_loss, ce_grad = ops.softmax_cross_entropy(be, be.asarray(z), be.asarray(label))
+    want_loss, want_grad = ref.softmax_cross_entropy(z, label)
+    results += [Result("cross-entropy loss", np.array(ce_loss), want_loss.mean()),
+                Result("cross-entropy grad", be.to_numpy(ce_grad), want_grad / N)]
+    return results
+
+
+def run_op_adam(be, dtype, rng, n, decoupled, steps=4):
+    # Hyperparameters that float32 holds exactly, so the oracle sees what the kernel sees.
+    hyper = dict(lr=2.0**-8, beta1=0.875, beta2=1 - 2.0**-10, eps=2.0**-27, weight_decay=2.0**-6,
+                 decoupled=decoupled)
+    param = normal(rng, n, dtype)
+    P, M, V = be.asarray(param.copy()), be.asarray(np.zeros(n, dtype)), be.asarray(np.zeros(n, dtype))
+    want = (param, np.zeros(n), np.zeros(n))
+    results = []
+    for step in range(1, steps + 1):
+        grad = normal(rng, n, dtype)
+        ops.adam_update(be, P, be.asarray(grad), M, V, step=step, **hyper)
+        want = ref.adam_step(want[0], grad, want[1], want[2], step=step, **hyper)
+        results += [Result(f"param@{step}", be.to_numpy(P).copy(), want[0]),
+                    Result(f"m@{step}", be.to_numpy(M).copy(), want[1]),
+                    Result(f"v@{step}", be.to_numpy(V).copy(), want[2])]
+    return results
+
+
+def run_op_augment(be, dtype, rng, N, C, S):
+    x = normal(rng, (N, C, S, S), dtype)
+    codes, angles = rng.integers(0, 16, N), rng.uniform(-0.5, 0.5, N)
+    flipped = ops.flip_rotate90(be, be.asarray(x), codes)
+    rotated = ops.rotate_bilinear(be, be.asarray(x), angles)
+    return [Result("flip_rotate90", be.to_numpy(flipped), ref.flip_rotate90(x, codes), EXACT),
+            Result("rotate_bilinear", be.to_numpy(rotated), ref.rotate_bilinear(x, angles))]
+
+
+def run_op_im2col_col2im(be, dtype, rng, N, C, H, W, K, S, P):
+    g = ops.ConvGeometry.of((N, C, H, W), (1, C, K, K), S, P)
+    x = normal(rng, (N, C, H, W), dtype)
+    col = normal(rng, (C * K * K, N * g.HO * g.WO), dtype)
+    return [Result("im2col", be.to_numpy(ops.im2col(be, be.asarray(x), g)), ref.im2col(x, K, K, S, S, P, P), EXACT),
+            Result("col2im", be.to_numpy(ops.col2im(be, be.asarray(col), g)),
+                   ref.col2im(col, x.shape, K, K, S, S, P, P))]
+
+
+OP_CASES = {
+    "conv2d": (run_op_conv2d, [
+        # N, C, H, W, O, K, S, P
+        dict(N=1, C=1, H=5, W=5, O=1, K=1, S=1, P=0),
+        dict(N=2, C=3, H=7, W=6, O=4, K=3, S=1, P=1),
+        dict(N=2, C=2, H=9, W=7, O=3, K=3, S=2, P=1),
+        dict(N=1, C=3, H=8, W=11, O=2, K=5, S=2, P=2),
+        dict(N=3, C=2, H=6, W=6, O=5, K=3, S=2, P=0),
+        dict(N=1, C=1, H=3, W=3, O=2, K=5, S=1, P=2, bias=False),
+        dict(N=4, C=16, H=16, W=16, O=32, K=3, S=1, P=1),
+    ]),
+    "linear": (run_op_linear, [dict(N=1, IN=1, OUT=1), dict(N=5, IN=7, OUT=3), dict(N=32, IN=300, OUT=17)]),
+    "maxpool2d": (run_op_maxpool2d, [dict(N=2, C=3, H=8, W=8, K=2, S=None), dict(N=1, C=2, H=7, W=9, K=3, S=2),
+                                     dict(N=1, C=1, H=6, W=5, K=2, S=1), dict(N=2, C=2, H=9, W=7, K=3, S=None),
+                                     dict(N=1, C=3, H=8, W=11, K=2, S=3)]),
+    "global_avgpool": (run_op_global_avgpool, [dict(N=1, C=1, H=1, W=1), dict(N=3, C=5, H=7, W=4)]),
+    "relu": (run_op_relu, [dict(shape=(1,)), dict(shape=(3, 4, 5, 7))]),
+    "losses": (run_op_losses, [dict(N=1, K=1, gamma=2.0), dict(N=9, K=4, gamma=0.0),
+                               dict(N=32, K=4, gamma=2.0), dict(N=7, K=3, gamma=2.5)]),
+    "adam": (run_op_adam, [dict(n=33, decoupled=False), dict(n=33, decoupled=True)]),
+    "augment": (run_op_augment, [dict(N=5, C=2, S=7), dict(N=3, C=1, S=8)]),
+    "im2col/col2im": (run_op_im2col_col2im, [dict(N=2, C=3, H=7, W=5, K=3, S=2, P=1),
+                                             dict(N=1, C=2, H=6, W=9, K=5, S=1, P=2)]),
+}
+OP_PARAMS = [pytest.param(name, case, id=f"{name}-" + "-".join(f"{k}{v}" for k, v in case.items()))
+             for name, (_, cases) in OP_CASES.items() for case in cases]
+
+
+@each_dtype
+@pytest.mark.parametrize("op,case", OP_PARAMS)
+def test_op_matches_oracle(cpu, rng, dtype, op, case):
+    run, _ = OP_CASES[op]
+    check(run(cpu, dtype, rng, **case), dtype, f"ops {op}: ")
+
+
+@each_dtype
+@given(N=st.integers(1, 3), C=st.integers(1, 3), H=st.integers(3, 9), W=st.integers(3, 9),
+       O=st.integers(1, 4), K=st.sampled_from([1, 3]), S=st.sampled_from([1, 2]), P=st.integers(0, 1),
+       seed=seeds)
+def test_op_conv2d_random_shapes(cpu, dtype, N, C, H, W, O, K, S, P, seed):
+    P = min(P, K - 1)
+    check(run_op_conv2d(cpu, dtype, np.random.default_rng(seed), N=N, C=C, H=H, W=W, O=O, K=K, S=S, P=P),
+          dtype, "ops conv2d: ")
+
+
+def test_ops_reject_inconsistent_shapes(cpu):
+    with pytest.raises(ValueError, match="channels"):
+        ops.conv2d_forward(cpu, np.zeros((1, 2, 5, 5)), np.zeros((3, 1, 3, 3)), None)
+    with pytest.raises(ValueError, match="does not fit"):
+        ops.conv2d_forward(cpu, np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 5, 5)), None)
+    with pytest.raises(ValueError, match="labels must lie"):
+        ops.softmax_cross_entropy(cpu, np.zeros((2, 3)), np.array([0, 3]))
+    with pytest.raises(ValueError, match="square"):
+        ops.flip_rotate90(cpu, np.zeros((1, 1, 3, 4)), [0])
+
+
+def test_poisoned_outputs_really_fail(cpu, rng):
+    """The harness itself: an output left poisoned fails ``check``."""
+    x = normal(rng, (3,), np.float64)
+    with pytest.raises(AssertionError):
+        check([Result("y", poisoned((3,), np.float64), ref.relu(x))], np.float64)
+    with pytest.raises(AssertionError):
+        check([Result("argmax", poisoned((3,), np.int64), np.zeros(3, np.int64), EXACT)], np.float64)
