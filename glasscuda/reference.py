@@ -232,8 +232,8 @@ def rotate_bilinear(x, angles):
     out = np.empty_like(x)
     for n, angle in enumerate(np.asarray(angles, dtype=np.float64)):
         c, s = np.cos(angle), np.sin(angle)
-        r = np.clip(ci + c * (i - ci) - s * (j - cj), 0, H - 1)
-        q = np.clip(cj + s * (i - ci) + c * (j - cj), 0, W - 1)
+        r = np.clip(ci + c * (i - ci) + s * (j - cj), 0, H - 1)
+        q = np.clip(cj - s * (i - ci) + c * (j - cj), 0, W - 1)
         r0, q0 = np.floor(r).astype(int), np.floor(q).astype(int)
         r1, q1 = np.minimum(r0 + 1, H - 1), np.minimum(q0 + 1, W - 1)
         fr, fq = r - r0, q - q0

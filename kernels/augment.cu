@@ -12,8 +12,10 @@
  *   by angle t_n counter-clockwise about the image centre, sampled bilinearly;
  *   pixels whose source falls outside the image take the nearest edge pixel.
  *   For output (i, j), with centre (ci, cj) = ((H - 1) / 2, (W - 1) / 2):
- *     source row = ci + cos_t (i - ci) - sin_t (j - cj)
- *     source col = cj + sin_t (i - ci) + cos_t (j - cj)
+ *     source row = ci + cos_t (i - ci) + sin_t (j - cj)
+ *     source col = cj - sin_t (i - ci) + cos_t (j - cj)
+ *   (so t = pi/2 gives NumPy's rot90). Coordinates are computed in double so
+ *   that float32 images of any size sample the same points as float64 ones.
  */
 #include "portable.cuh"
 
@@ -48,16 +50,16 @@ KERNEL(rotate_bilinear)(const real* x, const real* cos_t, const real* sin_t, rea
         long long i = line % H;
         long long nc = line / H;
         long long n = nc / C;
-        real ci = (real)(H - 1) / 2, cj = (real)(W - 1) / 2;
-        real c = cos_t[n], s = sin_t[n];
+        double ci = (double)(H - 1) / 2, cj = (double)(W - 1) / 2;
+        double c = cos_t[n], s = sin_t[n];
         const real* plane = x + nc * H * W;
         FOR_EACH_IN_RUN(j, W) {
-            real di = (real)i - ci, dj = (real)j - cj;
-            real src_r = gc_min(gc_max(ci + c * di - s * dj, (real)0), (real)(H - 1));
-            real src_c = gc_min(gc_max(cj + s * di + c * dj, (real)0), (real)(W - 1));
+            double di = (double)i - ci, dj = (double)j - cj;
+            double src_r = fmin(fmax(ci + c * di + s * dj, 0.0), (double)(H - 1));
+            double src_c = fmin(fmax(cj - s * di + c * dj, 0.0), (double)(W - 1));
             long long r0 = (long long)src_r, c0 = (long long)src_c;
             long long r1 = gc_minll(r0 + 1, H - 1), c1 = gc_minll(c0 + 1, W - 1);
-            real fr = src_r - (real)r0, fc = src_c - (real)c0;
+            real fr = (real)(src_r - (double)r0), fc = (real)(src_c - (double)c0);
             real top = plane[r0 * W + c0] * (1 - fc) + plane[r0 * W + c1] * fc;
             real bottom = plane[r1 * W + c0] * (1 - fc) + plane[r1 * W + c1] * fc;
             y[line * W + j] = top * (1 - fr) + bottom * fr;

@@ -10,7 +10,8 @@
  * bce_with_logits — binary cross-entropy of p = sigmoid(z), the probability
  * clamped to [eps, 1 - eps]:
  *     loss[i] = -(y log pc + (1 - y) log(1 - pc)),    pc = clamp(p, eps, 1 - eps)
- *     grad[i] = scale * (p - y) inside the clamp, 0 where the clamp holds
+ *     grad[i] = scale * ((1 - y) p - y (1 - p)) inside the clamp, 0 where the clamp holds
+ *   (p - y written so that nothing cancels when p is near y)
  *   (the exact derivative of the clamped loss; the clamp bites only at |z| > ~16).
  *   z, y, loss, grad: [n]
  *
@@ -49,7 +50,7 @@ KERNEL(bce_with_logits)(const real* z, const real* y, real* loss, real* grad,
         if (log_p < log_eps) { log_p = log_eps; log_q = gc_log1p(-eps); clamped = true; }
         else if (log_q < log_eps) { log_q = log_eps; log_p = gc_log1p(-eps); clamped = true; }
         loss[i] = -(y[i] * log_p + (1 - y[i]) * log_q);
-        grad[i] = clamped ? (real)0 : scale * (sigmoid(z[i]) - y[i]);
+        grad[i] = clamped ? (real)0 : scale * ((1 - y[i]) * sigmoid(z[i]) - y[i] * sigmoid(-z[i]));
     }
 }
 
@@ -76,15 +77,18 @@ KERNEL(softmax_cross_entropy)(const real* z, const long long* label, real* loss,
 {
     FOR_EACH_LINE(n, N, K) {
         const real* row = z + n * K;
-        real top = row[0];
-        for (long long k = 1; k < K; ++k) top = gc_max(top, row[k]);
-        real total = 0;
-        for (long long k = 0; k < K; ++k) total += gc_exp(row[k] - top);
-        real log_total = gc_log(total);
+        long long top_k = 0;
+        for (long long k = 1; k < K; ++k) if (row[k] > row[top_k]) top_k = k;
+        real top = row[top_k];
+        /* log of sum exp(z - top) = log1p(the terms other than the top's 1): exact when they are tiny */
+        real rest = 0;
+        for (long long k = 0; k < K; ++k) if (k != top_k) rest += gc_exp(row[k] - top);
+        real log_total = gc_log1p(rest);
         FOR_EACH_IN_RUN(k, K) {
-            real softmax = gc_exp(row[k] - top - log_total);
-            grad[n * K + k] = scale * (softmax - (k == label[n] ? (real)1 : (real)0));
-            if (k == 0) loss[n] = top + log_total - row[label[n]];
+            real log_softmax = row[k] - top - log_total;
+            /* softmax - 1 at the label is expm1: no cancellation when it is near 1 */
+            grad[n * K + k] = scale * (k == label[n] ? gc_expm1(log_softmax) : gc_exp(log_softmax));
+            if (k == 0) loss[n] = log_total - (row[label[n]] - top);
         }
     }
 }

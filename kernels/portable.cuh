@@ -114,6 +114,7 @@
 DEVICE real gc_exp(real x) { return exp(x); }
 DEVICE real gc_log(real x) { return log(x); }
 DEVICE real gc_log1p(real x) { return log1p(x); }
+DEVICE real gc_expm1(real x) { return expm1(x); }
 DEVICE real gc_sqrt(real x) { return sqrt(x); }
 DEVICE real gc_pow(real x, real y) { return pow(x, y); }
 DEVICE real gc_max(real a, real b) { return a > b ? a : b; }

@@ -687,8 +687,6 @@ def test_softmax_cross_entropy_edge_cases(cpu, rng, dtype, N, K, spread):
 # Confident predictions: every logit far on the right side, so every loss and
 # gradient is small and float32 must not lose them to cancellation.
 
-@pytest.mark.xfail(strict=True, reason="kernels/loss.cu:52 computes sigmoid(z) - y, which cancels for "
-                   "confident predictions (float32 relative error ~1e-3); (1 - y) * p - y * q keeps it")
 def test_bce_with_logits_confident_predictions_f32(cpu, rng):
     n = 64
     y = rng.integers(0, 2, n).astype(np.float64)
@@ -696,8 +694,6 @@ def test_bce_with_logits_confident_predictions_f32(cpu, rng):
     check(run_bce_with_logits(cpu, np.float32, rng, n=n, z=z, y=y), np.float32)
 
 
-@pytest.mark.xfail(strict=True, reason="kernels/loss.cu:86-87 compute softmax - 1 and "
-                   "top + log_total - z[label], which cancel for confident predictions (float32 relative error ~1e-3)")
 def test_softmax_cross_entropy_confident_predictions_f32(cpu, rng):
     N, K = 6, 5
     label = rng.integers(0, K, N)
@@ -770,9 +766,6 @@ def test_rotate_bilinear_by_pi_is_rot180(cpu, rng, dtype, S):
     check([Result("y", _rotate_by(cpu, x, math.pi), np.rot90(x, 2, axes=(2, 3)))], dtype)
 
 
-@pytest.mark.xfail(strict=True, reason="kernels/augment.cu:56-57 (and reference.rotate_bilinear:235-236) "
-                   "rotate clockwise: angle pi/2 gives np.rot90(x, -1), not the documented "
-                   "counter-clockwise np.rot90(x, 1) that flip_rotate90 code 4 gives")
 @each_dtype
 @pytest.mark.parametrize("S", [5, 9])
 def test_rotate_bilinear_by_half_pi_is_numpy_rot90(cpu, rng, dtype, S):
