@@ -1,0 +1,848 @@
+"""Synthetic glass panels with labelled defects, in the course dataset's layout.
+
+The generator writes ``ROOT/{train,test}/img/<stem>.png`` (8-bit grayscale) and,
+for every defective image, ``ROOT/{train,test}/txt/<stem>.txt`` with one line
+``class_id cx cy w h`` per defect: a YOLO box, normalised to [0, 1], tight
+around the pixels the defect changes.
+
+Each image shows a glass panel that fills most of the frame in front of a
+darker or brighter background, lit unevenly (a linear illumination gradient
+and vignetting), with low-frequency texture, sensor noise, and distractors
+that are not defects: dust specks and soft reflection bands. Defects are
+chipped edges (0), scratches (1) and stains (2), alone or several together.
+
+Everything is seeded: each image draws from its own ``numpy.random.Generator``
+built from ``SeedSequence(seed, spawn_key=(split, index))``, so an image does
+not depend on the order in which images are rendered, and the same parameters
+give byte-identical files. Pixels are rendered by numba kernels that release
+the GIL, so a thread pool renders and encodes images in parallel.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import math
+import os
+import shutil
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numba import njit
+from PIL import Image
+from tqdm.auto import tqdm
+
+__all__ = [
+    "CLASS_NAMES",
+    "GENERATOR_VERSION",
+    "RenderedGlass",
+    "default_cache_dir",
+    "generate_synthetic",
+    "render_glass",
+    "synthetic_dataset",
+]
+
+CLASS_NAMES = ("chipped_edge", "scratch", "stain")
+GENERATOR_VERSION = 1
+
+CHIPPED_EDGE, SCRATCH, STAIN = 0, 1, 2
+SPLITS = ("train", "test")
+MANIFEST_NAME = "manifest.json"
+
+# Share of defective images that carry two or more defects.
+MULTI_DEFECT_FRACTION = 0.2
+# A defect's box covers the pixels whose noise-free value it changes by at
+# least this fraction of its largest change.
+BOX_THRESHOLD = 0.2
+# Faintest scratch contrast, in units of the image's noise sigma.
+MIN_SCRATCH_CONTRAST_SIGMAS = 1.75
+
+# Shape harmonics k = 2 .. 1 + N_HARMONICS perturb the radius of chips and stains.
+N_HARMONICS = 6
+# Scratches are quadratic Bezier curves drawn as this many straight segments.
+N_SCRATCH_SEGMENTS = 24
+
+_DEFAULT_PARAMS = {
+    "n_train": 3000,
+    "n_test": 1000,
+    "image_size": 256,
+    "defect_rate": 0.1,
+    "seed": 0,
+}
+
+
+# --------------------------------------------------------------------------
+# Pixel kernels (numba). Coordinates are in pixels; pixel (iy, ix) has its
+# centre at (ix + 0.5, iy + 0.5).
+# --------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def _shape_radius(base, coeffs, theta):
+    """Radius of an irregular round shape at angle ``theta``.
+
+    ``coeffs`` holds (amplitude, phase) pairs of the harmonics 2, 3, ...
+    """
+    factor = 1.0
+    for k in range(coeffs.shape[0] // 2):
+        factor += coeffs[2 * k] * math.cos((k + 2) * theta + coeffs[2 * k + 1])
+    return base * factor
+
+
+@njit(cache=True, nogil=True)
+def _lattice_weights(cells, size):
+    """Per-pixel lower lattice index and smoothstep weight along one axis."""
+    index = np.empty(size, np.int64)
+    weight = np.empty(size)
+    for i in range(size):
+        f = (i + 0.5) / size * cells
+        k = min(int(f), cells - 1)
+        t = f - k
+        index[i] = k
+        weight[i] = t * t * (3.0 - 2.0 * t)
+    return index, weight
+
+
+@njit(cache=True, nogil=True)
+def _add_value_noise(grid, out):
+    """Add smoothly interpolated lattice noise (``grid`` spans the frame) to ``out``.
+
+    Interpolates along x for every lattice row first, then along y, so each
+    pixel costs one blend.
+    """
+    size = out.shape[0]
+    cells = grid.shape[0] - 1
+    index, weight = _lattice_weights(cells, size)
+    rows = np.empty((cells + 1, size))
+    for r in range(cells + 1):
+        for ix in range(size):
+            k = index[ix]
+            rows[r, ix] = grid[r, k] * (1.0 - weight[ix]) + grid[r, k + 1] * weight[ix]
+    for iy in range(size):
+        k = index[iy]
+        t = weight[iy]
+        for ix in range(size):
+            out[iy, ix] += rows[k, ix] * (1.0 - t) + rows[k + 1, ix] * t
+
+
+@njit(cache=True, nogil=True)
+def _smoothstep(edge0, edge1, x):
+    t = min(max((x - edge0) / (edge1 - edge0), 0.0), 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+@njit(cache=True, nogil=True)
+def _window(size, cx, cy, reach):
+    """Clamped pixel index range [x0, x1) x [y0, y1) around a point."""
+    x0 = max(int(math.floor(cx - reach)), 0)
+    x1 = min(int(math.ceil(cx + reach)) + 1, size)
+    y0 = max(int(math.floor(cy - reach)), 0)
+    y1 = min(int(math.ceil(cy + reach)) + 1, size)
+    return x0, x1, y0, y1
+
+
+@njit(cache=True, nogil=True)
+def _chip_edge_distance(chip, px, py, nearest):
+    """Approximate signed distance from (px, py) to a chip's outline, positive outside it.
+
+    The chip is an irregular round shape squashed across the panel edge (it is
+    wider along the edge than it is deep). Returns ``nearest`` unchanged when
+    the chip cannot be closer than that.
+    Row layout: cx, cy, radius, reach, inward normal x, inward normal y, depth ratio, coeffs...
+    """
+    dx = px - chip[0]
+    dy = py - chip[1]
+    dist = math.sqrt(dx * dx + dy * dy)
+    if dist - chip[3] >= nearest:
+        return nearest
+    nx = chip[4]
+    ny = chip[5]
+    along = -ny * dx + nx * dy
+    across = (nx * dx + ny * dy) / chip[6]
+    stretched = math.sqrt(along * along + across * across)
+    if stretched == 0.0:
+        return -chip[2] * chip[6]
+    radius = _shape_radius(chip[2], chip[7:], math.atan2(across, along))
+    return (stretched - radius) * (dist / stretched)
+
+
+@njit(cache=True, nogil=True)
+def _render_panel(size, panel, light, texture_coarse, texture_fine, glares, chips, out, coverage, illumination):
+    """Background, panel (with any chips bitten out of it), texture, glare, rim.
+
+    Writes the image into ``out``, the panel's coverage (1 on glass, 0 on
+    background) into ``coverage`` and the illumination factor into
+    ``illumination``; the defect and dust passes use both.
+    """
+    x0, y0, x1, y1, glass_level, background_level, rim_amp, rim_width = panel
+    grad_x, grad_y, vignette, vignette_cx, vignette_cy = light
+    texture = np.zeros((size, size))
+    _add_value_noise(texture_coarse, texture)
+    _add_value_noise(texture_fine, texture)
+    for iy in range(size):
+        py = iy + 0.5
+        v = py / size
+        for ix in range(size):
+            px = ix + 0.5
+            u = px / size
+            # Signed distance to the panel outline, positive inside the glass.
+            inside = min(px - x0, x1 - px, py - y0, y1 - py)
+            for c in range(chips.shape[0]):
+                edge = _chip_edge_distance(chips[c], px, py, inside)
+                if edge < inside:
+                    inside = edge
+            cover = min(max(inside + 0.5, 0.0), 1.0)
+            glass = glass_level + texture[iy, ix]
+            for g in range(glares.shape[0]):
+                offset = (glares[g, 0] * px + glares[g, 1] * py - glares[g, 2]) / glares[g, 3]
+                glass += glares[g, 4] * math.exp(-offset * offset)
+            value = background_level * (1.0 - cover) + glass * cover
+            if abs(inside) < 4.0 * rim_width:
+                value += rim_amp * math.exp(-(inside / rim_width) ** 2)
+            radial = ((u - vignette_cx) ** 2 + (v - vignette_cy) ** 2) * 2.0
+            light_factor = (1.0 + grad_x * (u - 0.5) + grad_y * (v - 0.5)) * (1.0 - vignette * radial)
+            out[iy, ix] = value * light_factor
+            coverage[iy, ix] = cover
+            illumination[iy, ix] = light_factor
+
+
+@njit(cache=True, nogil=True)
+def _add_stains(size, stains, out, coverage, illumination):
+    """Soft irregular blobs, optionally with a darker/brighter drying ring.
+
+    Row layout: cx, cy, radius, reach, amplitude, softness, ring, coeffs...
+    """
+    for s in range(stains.shape[0]):
+        cx, cy, radius, reach, amp, softness, ring = stains[s, :7]
+        coeffs = stains[s, 7:]
+        x0, x1, y0, y1 = _window(size, cx, cy, reach)
+        for iy in range(y0, y1):
+            dy = iy + 0.5 - cy
+            for ix in range(x0, x1):
+                dx = ix + 0.5 - cx
+                dist = math.sqrt(dx * dx + dy * dy)
+                rel = dist / _shape_radius(radius, coeffs, math.atan2(dy, dx))
+                if rel >= 1.0:
+                    continue
+                body = 1.0 - _smoothstep(1.0 - softness, 1.0, rel)
+                halo = ring * math.exp(-(((rel - 0.85) / 0.1) ** 2)) * (1.0 - _smoothstep(0.9, 1.0, rel))
+                out[iy, ix] += amp * (body + halo) * coverage[iy, ix] * illumination[iy, ix]
+
+
+@njit(cache=True, nogil=True)
+def _add_scratches(size, scratches, out, coverage, illumination):
+    """Thin anti-aliased curves that fade in and out at their ends.
+
+    Row layout: x0, y0, control x, control y, x1, y1, width, amplitude.
+    """
+    n = N_SCRATCH_SEGMENTS
+    xs = np.empty(n + 1)
+    ys = np.empty(n + 1)
+    for s in range(scratches.shape[0]):
+        ax, ay, bx, by, cx, cy, width, amp = scratches[s]
+        for k in range(n + 1):
+            t = k / n
+            xs[k] = (1 - t) * (1 - t) * ax + 2 * (1 - t) * t * bx + t * t * cx
+            ys[k] = (1 - t) * (1 - t) * ay + 2 * (1 - t) * t * by + t * t * cy
+        margin = 0.5 * width + 1.0
+        x0 = max(int(math.floor(xs.min() - margin)), 0)
+        x1 = min(int(math.ceil(xs.max() + margin)) + 1, size)
+        y0 = max(int(math.floor(ys.min() - margin)), 0)
+        y1 = min(int(math.ceil(ys.max() + margin)) + 1, size)
+        for iy in range(y0, y1):
+            py = iy + 0.5
+            for ix in range(x0, x1):
+                px = ix + 0.5
+                best = 1e30
+                best_t = 0.0
+                for k in range(n):
+                    sx = xs[k + 1] - xs[k]
+                    sy = ys[k + 1] - ys[k]
+                    length2 = sx * sx + sy * sy
+                    along = ((px - xs[k]) * sx + (py - ys[k]) * sy) / length2 if length2 > 0 else 0.0
+                    along = min(max(along, 0.0), 1.0)
+                    qx = px - (xs[k] + along * sx)
+                    qy = py - (ys[k] + along * sy)
+                    d2 = qx * qx + qy * qy
+                    if d2 < best:
+                        best = d2
+                        best_t = (k + along) / n
+                profile = min(max(0.5 * width + 0.5 - math.sqrt(best), 0.0), 1.0)
+                if profile <= 0.0:
+                    continue
+                taper = _smoothstep(0.0, 0.12, best_t) * _smoothstep(0.0, 0.12, 1.0 - best_t)
+                out[iy, ix] += amp * profile * (0.35 + 0.65 * taper) * coverage[iy, ix] * illumination[iy, ix]
+
+
+@njit(cache=True, nogil=True)
+def _add_dust(size, dust, out, illumination):
+    """Small dark or bright Gaussian specks. Row layout: cx, cy, radius, amplitude."""
+    for s in range(dust.shape[0]):
+        cx, cy, radius, amp = dust[s]
+        x0, x1, y0, y1 = _window(size, cx, cy, 3.0 * radius + 1.0)
+        for iy in range(y0, y1):
+            dy = iy + 0.5 - cy
+            for ix in range(x0, x1):
+                dx = ix + 0.5 - cx
+                out[iy, ix] += amp * math.exp(-(dx * dx + dy * dy) / (radius * radius)) * illumination[iy, ix]
+
+
+@njit(cache=True, nogil=True)
+def _render(size, panel, light, texture_coarse, texture_fine, glares, dust, chips, scratches, stains):
+    """Noise-free image of one scene, float32 in roughly [0, 1]."""
+    out = np.empty((size, size), np.float32)
+    coverage = np.empty((size, size), np.float32)
+    illumination = np.empty((size, size), np.float32)
+    _render_panel(size, panel, light, texture_coarse, texture_fine, glares, chips, out, coverage, illumination)
+    _add_stains(size, stains, out, coverage, illumination)
+    _add_scratches(size, scratches, out, coverage, illumination)
+    _add_dust(size, dust, out, illumination)
+    return out
+
+
+# --------------------------------------------------------------------------
+# Scene and defect sampling (one Generator per image).
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Scene:
+    """Everything about one panel except its defects."""
+
+    size: int
+    panel: np.ndarray
+    light: np.ndarray
+    texture_coarse: np.ndarray
+    texture_fine: np.ndarray
+    glares: np.ndarray
+    dust: np.ndarray
+    noise_sigma: float
+
+    @property
+    def bounds(self):
+        x0, y0, x1, y1 = self.panel[:4]
+        return float(x0), float(y0), float(x1), float(y1)
+
+
+def _sample_scene(rng: np.random.Generator, size: int) -> _Scene:
+    """Draw panel geometry, lighting, texture and distractors."""
+    margins = rng.uniform(0.04, 0.10, size=4) * size
+    glass_level = rng.uniform(0.45, 0.70)
+    if rng.random() < 0.75:
+        background_level = rng.uniform(0.05, 0.22)
+    else:
+        background_level = rng.uniform(0.84, 0.95)
+    panel = np.array(
+        [
+            margins[0],
+            margins[1],
+            size - margins[2],
+            size - margins[3],
+            glass_level,
+            background_level,
+            rng.uniform(0.04, 0.16),  # bright rim along the panel's outline
+            rng.uniform(0.6, 1.3) * max(size / 256.0, 0.5),
+        ]
+    )
+    angle = rng.uniform(0.0, 2.0 * math.pi)
+    strength = rng.uniform(0.0, 0.4)
+    light = np.array(
+        [
+            strength * math.cos(angle),
+            strength * math.sin(angle),
+            rng.uniform(0.0, 0.35),  # vignetting strength
+            rng.uniform(0.35, 0.65),
+            rng.uniform(0.35, 0.65),
+        ]
+    )
+    texture_amp = rng.uniform(0.006, 0.03)
+    cells = int(rng.integers(4, 9))
+    texture_coarse = rng.uniform(-1.0, 1.0, size=(cells + 1, cells + 1)) * texture_amp
+    texture_fine = rng.uniform(-1.0, 1.0, size=(3 * cells + 1, 3 * cells + 1)) * texture_amp * 0.4
+    return _Scene(
+        size=size,
+        panel=panel,
+        light=light,
+        texture_coarse=texture_coarse,
+        texture_fine=texture_fine,
+        glares=_sample_glares(rng, size),
+        dust=_sample_dust(rng, size),
+        noise_sigma=float(rng.uniform(0.006, 0.028)),
+    )
+
+
+def _sample_glares(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Soft straight reflection bands (mostly bright, sometimes a shadow)."""
+    count = int(rng.choice(3, p=(0.45, 0.4, 0.15)))
+    rows = []
+    for _ in range(count):
+        angle = rng.uniform(0.0, math.pi)
+        nx, ny = math.cos(angle), math.sin(angle)
+        through = rng.uniform(0.2, 0.8, size=2) * size
+        amp = rng.uniform(0.02, 0.10) * (1.0 if rng.random() < 0.8 else -0.6)
+        rows.append([nx, ny, nx * through[0] + ny * through[1], rng.uniform(0.04, 0.2) * size, amp])
+    return np.array(rows, dtype=np.float64).reshape(-1, 5)
+
+
+def _sample_dust(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Small specks anywhere in the frame: the classic false alarm."""
+    count = min(int(rng.poisson(3.0)), 10)
+    scale = max(size / 256.0, 0.5)
+    rows = np.empty((count, 4))
+    rows[:, :2] = rng.uniform(0.0, size, size=(count, 2))
+    rows[:, 2] = rng.uniform(0.5, 1.8, size=count) * scale
+    rows[:, 3] = rng.uniform(0.06, 0.3, size=count) * np.where(rng.random(count) < 0.6, -1.0, 1.0)
+    return rows
+
+
+def _shape_coeffs(rng: np.random.Generator, roughness: float) -> np.ndarray:
+    """Harmonic amplitudes/phases that make a circle irregular."""
+    coeffs = np.empty(2 * N_HARMONICS)
+    for k in range(N_HARMONICS):
+        coeffs[2 * k] = rng.uniform(0.0, roughness) / (k + 1)
+        coeffs[2 * k + 1] = rng.uniform(0.0, 2.0 * math.pi)
+    return coeffs
+
+
+def _sample_chip(rng: np.random.Generator, scene: _Scene) -> np.ndarray:
+    """A shallow irregular bite out of one panel edge, centred on (or just off) the edge line.
+
+    Row layout: see ``_chip_edge_distance``.
+    """
+    size = scene.size
+    x0, y0, x1, y1 = scene.bounds
+    radius = rng.uniform(0.025, 0.065) * size
+    depth_ratio = rng.uniform(0.6, 1.0)
+    coeffs = _shape_coeffs(rng, 0.3)
+    outward = rng.uniform(-0.25, 0.15) * radius * depth_ratio
+    edge = int(rng.integers(4))
+    if edge in (0, 1):  # left or right edge: the chip sits somewhere along y
+        along = rng.uniform(y0 + 2 * radius, y1 - 2 * radius)
+        normal = (1.0, 0.0) if edge == 0 else (-1.0, 0.0)
+        centre = (x0 - outward, along) if edge == 0 else (x1 + outward, along)
+    else:  # top or bottom edge: the chip sits somewhere along x
+        along = rng.uniform(x0 + 2 * radius, x1 - 2 * radius)
+        normal = (0.0, 1.0) if edge == 2 else (0.0, -1.0)
+        centre = (along, y0 - outward) if edge == 2 else (along, y1 + outward)
+    reach = radius * (1.0 + coeffs[0::2].sum())
+    return np.concatenate([[centre[0], centre[1], radius, reach, normal[0], normal[1], depth_ratio], coeffs])
+
+
+def _inner_region(scene: _Scene, inset: float):
+    x0, y0, x1, y1 = scene.bounds
+    return x0 + inset, y0 + inset, x1 - inset, y1 - inset
+
+
+def _sample_scratch(rng: np.random.Generator, scene: _Scene) -> np.ndarray:
+    """A thin straight or gently curved line somewhere on the glass."""
+    size = scene.size
+    left, top, right, bottom = _inner_region(scene, 0.04 * size)
+    length = rng.uniform(0.15, 0.6) * size
+    angle = rng.uniform(0.0, 2.0 * math.pi)
+    dx, dy = length * math.cos(angle), length * math.sin(angle)
+    # Keep the chord inside the region; shorten it when the region is too small.
+    scale = min(1.0, 0.95 * (right - left) / max(abs(dx), 1e-9), 0.95 * (bottom - top) / max(abs(dy), 1e-9))
+    dx, dy = dx * scale, dy * scale
+    start_x = rng.uniform(left - min(dx, 0.0), right - max(dx, 0.0))
+    start_y = rng.uniform(top - min(dy, 0.0), bottom - max(dy, 0.0))
+    end_x, end_y = start_x + dx, start_y + dy
+    bend = rng.uniform(-0.25, 0.25) if rng.random() < 0.6 else 0.0
+    mid_x = 0.5 * (start_x + end_x) - bend * dy
+    mid_y = 0.5 * (start_y + end_y) + bend * dx
+    mid_x = min(max(mid_x, left), right)
+    mid_y = min(max(mid_y, top), bottom)
+    width = rng.uniform(1.0, 2.0) * max(size / 256.0, 1.0)
+    contrast = max(math.exp(rng.uniform(math.log(0.025), math.log(0.3))), MIN_SCRATCH_CONTRAST_SIGMAS * scene.noise_sigma)
+    sign = 1.0 if rng.random() < 0.75 else -1.0
+    return np.array([start_x, start_y, mid_x, mid_y, end_x, end_y, width, sign * contrast])
+
+
+def _sample_stain(rng: np.random.Generator, scene: _Scene) -> np.ndarray:
+    """A low-contrast soft blob inside the panel."""
+    size = scene.size
+    radius = rng.uniform(0.04, 0.12) * size
+    coeffs = _shape_coeffs(rng, 0.25)
+    reach = radius * (1.0 + coeffs[0::2].sum())
+    left, top, right, bottom = _inner_region(scene, reach + 0.01 * size)
+    cx = rng.uniform(left, max(right, left))
+    cy = rng.uniform(top, max(bottom, top))
+    amp = rng.uniform(0.035, 0.10) * (1.0 if rng.random() < 0.4 else -1.0)
+    softness = rng.uniform(0.3, 1.0)
+    ring = rng.uniform(0.2, 0.6) if rng.random() < 0.3 else 0.0
+    return np.concatenate([[cx, cy, radius, reach, amp, softness, ring], coeffs])
+
+
+_SAMPLERS = {CHIPPED_EDGE: _sample_chip, SCRATCH: _sample_scratch, STAIN: _sample_stain}
+_ROW_WIDTHS = {CHIPPED_EDGE: 7 + 2 * N_HARMONICS, SCRATCH: 8, STAIN: 7 + 2 * N_HARMONICS}
+
+
+def _defect_rows(defects, class_id):
+    rows = [row for cls, row in defects if cls == class_id]
+    return np.array(rows, dtype=np.float64).reshape(-1, _ROW_WIDTHS[class_id])
+
+
+def _render_scene(scene: _Scene, defects) -> np.ndarray:
+    """Noise-free float32 render of ``scene`` with the given (class_id, row) defects."""
+    return _render(
+        scene.size,
+        scene.panel,
+        scene.light,
+        scene.texture_coarse,
+        scene.texture_fine,
+        scene.glares,
+        scene.dust,
+        _defect_rows(defects, CHIPPED_EDGE),
+        _defect_rows(defects, SCRATCH),
+        _defect_rows(defects, STAIN),
+    )
+
+
+def _changed_box(reference: np.ndarray, changed: np.ndarray):
+    """Normalised YOLO box (cx, cy, w, h) of the pixels that changed noticeably, or None."""
+    delta = np.abs(changed - reference)
+    peak = float(delta.max())
+    if peak <= 1e-6:
+        return None
+    rows = np.flatnonzero((delta >= BOX_THRESHOLD * peak).any(axis=1))
+    cols = np.flatnonzero((delta >= BOX_THRESHOLD * peak).any(axis=0))
+    size = reference.shape[0]
+    left, right = cols[0], cols[-1] + 1
+    top, bottom = rows[0], rows[-1] + 1
+    return ((left + right) / (2 * size), (top + bottom) / (2 * size), (right - left) / size, (bottom - top) / size)
+
+
+@dataclass(frozen=True)
+class RenderedGlass:
+    """One rendered panel.
+
+    Attributes
+    ----------
+    image : np.ndarray
+        uint8 [H, W], what is written to disk (noise and quantisation included).
+    noise_free : np.ndarray
+        float32 [H, W], the same scene with its defects, before noise.
+    clean : np.ndarray
+        float32 [H, W], the same scene without any defect, before noise.
+    defects : list of (int, tuple)
+        ``(class_id, (cx, cy, w, h))`` per defect, boxes normalised to [0, 1].
+    """
+
+    image: np.ndarray
+    noise_free: np.ndarray
+    clean: np.ndarray
+    defects: list
+
+
+def render_glass(rng: np.random.Generator, image_size: int, defect_classes=()) -> RenderedGlass:
+    """Render one panel carrying the given defects.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of all randomness for this image. The scene and the sensor
+        noise are drawn before the defects, so two calls with equally seeded
+        generators share panel and noise whatever ``defect_classes`` is.
+    image_size : int
+        Side of the square image in pixels.
+    defect_classes : sequence of int
+        Class id of each defect to draw (0 chipped edge, 1 scratch, 2 stain).
+
+    Returns
+    -------
+    RenderedGlass
+        The image and, per defect, its class id and tight normalised box:
+        the bounding box of the pixels the defect alone changes by at least
+        ``BOX_THRESHOLD`` of its largest change.
+    """
+    scene = _sample_scene(rng, image_size)
+    noise = rng.standard_normal((image_size, image_size), dtype=np.float32)
+    noise *= np.float32(scene.noise_sigma)
+    defects = [(int(cls), _SAMPLERS[int(cls)](rng, scene)) for cls in defect_classes]
+    clean = _render_scene(scene, [])
+    noise_free = _render_scene(scene, defects) if defects else clean
+    labelled = []
+    for defect in defects:
+        alone = noise_free if len(defects) == 1 else _render_scene(scene, [defect])
+        box = _changed_box(clean, alone)
+        if box is not None:
+            labelled.append((defect[0], box))
+    image = np.clip(np.rint((noise_free + noise) * 255.0), 0, 255).astype(np.uint8)
+    return RenderedGlass(image=image, noise_free=noise_free, clean=clean, defects=labelled)
+
+
+# --------------------------------------------------------------------------
+# Dataset planning and writing.
+# --------------------------------------------------------------------------
+
+
+def _validated_params(**params) -> dict:
+    """Fill defaults, check types and ranges, and return a canonical dict."""
+    unknown = set(params) - set(_DEFAULT_PARAMS)
+    if unknown:
+        raise TypeError(f"unknown synthetic dataset parameter(s): {', '.join(sorted(unknown))}")
+    merged = {**_DEFAULT_PARAMS, **params}
+    for name in ("n_train", "n_test", "image_size", "seed"):
+        value = merged[name]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer, got {value!r}")
+        merged[name] = int(value)
+    if merged["n_train"] < 0 or merged["n_test"] < 0:
+        raise ValueError("n_train and n_test must be >= 0")
+    if merged["image_size"] < 32:
+        raise ValueError(f"image_size must be at least 32 pixels, got {merged['image_size']}")
+    if merged["seed"] < 0:
+        raise ValueError(f"seed must be >= 0, got {merged['seed']}")
+    rate = float(merged["defect_rate"])
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"defect_rate must lie in [0, 1], got {rate}")
+    merged["defect_rate"] = rate
+    return merged
+
+
+def _split_plan(seed: int, split_index: int, n_images: int, defect_rate: float):
+    """Defect classes of every image in a split (an empty tuple for good glass).
+
+    Exactly ``round(n_images * defect_rate)`` images are defective; their first
+    defects cycle through the classes so classes stay balanced, and about
+    ``MULTI_DEFECT_FRACTION`` of them get one or two extra defects of any class.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(split_index,)))
+    n_defective = int(math.floor(n_images * defect_rate + 0.5))
+    defective = rng.permutation(n_images)[:n_defective]
+    first = rng.permutation(np.arange(n_defective) % len(CLASS_NAMES))
+    n_multi = int(math.floor(n_defective * MULTI_DEFECT_FRACTION + 0.5))
+    multi = set(rng.permutation(n_defective)[:n_multi].tolist())
+    plan = [()] * n_images
+    for slot, image_index in enumerate(defective.tolist()):
+        classes = [int(first[slot])]
+        if slot in multi:
+            extra = 1 + int(rng.random() < 0.3)
+            classes += rng.integers(0, len(CLASS_NAMES), size=extra).tolist()
+        plan[image_index] = tuple(classes)
+    return plan
+
+
+def _image_rng(seed: int, split_index: int, image_index: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(split_index, image_index)))
+
+
+def _label_text(defects) -> str:
+    return "".join(f"{cls} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}\n" for cls, (cx, cy, w, h) in defects)
+
+
+def _write_image(split_dir: Path, stem: str, rendered: RenderedGlass) -> None:
+    Image.fromarray(rendered.image).save(split_dir / "img" / f"{stem}.png", format="PNG")
+    if rendered.defects:
+        (split_dir / "txt" / f"{stem}.txt").write_text(_label_text(rendered.defects))
+
+
+def _warm_up_kernels() -> None:
+    """Compile (or load from numba's cache) the kernels before threads use them."""
+    render_glass(np.random.default_rng(0), 32, (CHIPPED_EDGE, SCRATCH, STAIN))
+
+
+def _render_split(out_dir: Path, params: dict, split_index: int, first_stem: int, n_images: int, pool, bar):
+    """Render and write one split; return the defect classes of each written image."""
+    split_dir = out_dir / SPLITS[split_index]
+    (split_dir / "img").mkdir(parents=True)
+    (split_dir / "txt").mkdir()
+    plan = _split_plan(params["seed"], split_index, n_images, params["defect_rate"])
+
+    def make(index: int):
+        rng = _image_rng(params["seed"], split_index, index)
+        rendered = render_glass(rng, params["image_size"], plan[index])
+        _write_image(split_dir, f"glass_{first_stem + index:06d}", rendered)
+        return [cls for cls, _ in rendered.defects]
+
+    written = []
+    for classes in pool.map(make, range(n_images)):
+        written.append(classes)
+        bar.update(1)
+    return written
+
+
+def _split_counts(written) -> dict:
+    defects = [0] * len(CLASS_NAMES)
+    images = [0] * len(CLASS_NAMES)
+    for classes in written:
+        for cls in classes:
+            defects[cls] += 1
+        for cls in set(classes):
+            images[cls] += 1
+    return {
+        "images": len(written),
+        "defective_images": sum(1 for classes in written if classes),
+        "multi_defect_images": sum(1 for classes in written if len(classes) > 1),
+        "defects_per_class": dict(zip(CLASS_NAMES, defects)),
+        "images_per_class": dict(zip(CLASS_NAMES, images)),
+    }
+
+
+def _render_into_temp(root: Path, params: dict, progress: bool) -> Path:
+    """Write the whole dataset into a fresh sibling of ``root`` and return it."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        _warm_up_kernels()
+        counts = {}
+        total = params["n_train"] + params["n_test"]
+        sizes = (params["n_train"], params["n_test"])
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool, tqdm(
+            total=total, desc="synthetic glass", unit="img", disable=not progress
+        ) as bar:
+            for split_index, split in enumerate(SPLITS):
+                written = _render_split(tmp, params, split_index, sum(sizes[:split_index]), sizes[split_index], pool, bar)
+                counts[split] = _split_counts(written)
+        manifest = {
+            "generator": "glasscuda.data.synthetic",
+            "generator_version": GENERATOR_VERSION,
+            "params": params,
+            "class_names": list(CLASS_NAMES),
+            "splits": counts,
+        }
+        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp
+
+
+def _publish(tmp: Path, root: Path) -> bool:
+    """Atomically rename ``tmp`` to ``root``; False (and ``tmp`` removed) if ``root`` is taken."""
+    try:
+        os.rename(tmp, root)
+        return True
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if error.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+            return False
+        raise
+
+
+def _is_occupied(path: Path) -> bool:
+    if not path.exists():
+        return False
+    return not path.is_dir() or any(path.iterdir())
+
+
+def generate_synthetic(
+    root,
+    *,
+    n_train: int = 3000,
+    n_test: int = 1000,
+    image_size: int = 256,
+    defect_rate: float = 0.1,
+    seed: int = 0,
+    progress: bool = True,
+) -> Path:
+    """Write a synthetic glass dataset in the course layout.
+
+    The set is rendered into a temporary sibling folder, ``manifest.json`` is
+    written last, and the folder is then renamed to ``root`` in one step, so
+    ``root`` either does not exist or is complete.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        Destination folder. It must not exist yet (or be empty).
+    n_train, n_test : int
+        Number of images in ``train`` and ``test``.
+    image_size : int
+        Side of the square images in pixels (at least 32).
+    defect_rate : float
+        Fraction of defective images in each split.
+    seed : int
+        Seed; the same parameters always give byte-identical files.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    pathlib.Path
+        ``root``.
+
+    Raises
+    ------
+    FileExistsError
+        If ``root`` already holds something.
+    """
+    params = _validated_params(
+        n_train=n_train, n_test=n_test, image_size=image_size, defect_rate=defect_rate, seed=seed
+    )
+    root = Path(root).expanduser()
+    if _is_occupied(root):
+        raise FileExistsError(f"{root} already exists and is not empty; remove it or choose another folder")
+    tmp = _render_into_temp(root, params, progress)
+    if not _publish(tmp, root):
+        raise FileExistsError(f"{root} was created by someone else while the dataset was being generated")
+    return root
+
+
+def default_cache_dir() -> Path:
+    """``$GLASSCUDA_CACHE`` if set, else ``~/.cache/glasscuda``."""
+    return Path(os.environ.get("GLASSCUDA_CACHE") or "~/.cache/glasscuda").expanduser()
+
+
+def _params_key(params: dict) -> str:
+    canonical = json.dumps({"generator_version": GENERATOR_VERSION, **params}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _manifest_matches(root: Path, params: dict) -> bool:
+    try:
+        manifest = json.loads((root / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return manifest.get("generator_version") == GENERATOR_VERSION and manifest.get("params") == params
+
+
+def _discard_stale(root: Path, params: dict) -> None:
+    """Move an unusable ``root`` aside and delete it (unless it became valid meanwhile)."""
+    if _manifest_matches(root, params):
+        return
+    trash = root.parent / f".{root.name}.stale-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        os.rename(root, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def synthetic_dataset(cache_dir=None, *, progress: bool = True, **params) -> Path:
+    """Root of a cached synthetic dataset, generated on first use.
+
+    Parameters
+    ----------
+    cache_dir : str or os.PathLike, optional
+        Where cached sets live; defaults to :func:`default_cache_dir`.
+    progress : bool
+        Show a progress bar while generating.
+    **params
+        Any of ``n_train``, ``n_test``, ``image_size``, ``defect_rate``,
+        ``seed`` (defaults as in :func:`generate_synthetic`).
+
+    Returns
+    -------
+    pathlib.Path
+        ``cache_dir/synthetic-v<version>-<hash of params>``. An existing folder
+        is reused only when its manifest matches these parameters and this
+        generator version. When several processes ask at once, each renders
+        privately and the first rename wins; the others use the winner's.
+    """
+    params = _validated_params(**params)
+    base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    root = base / f"synthetic-v{GENERATOR_VERSION}-{_params_key(params)}"
+    if _manifest_matches(root, params):
+        return root
+    base.mkdir(parents=True, exist_ok=True)
+    if root.exists():
+        _discard_stale(root, params)
+    tmp = _render_into_temp(root, params, progress)
+    if _publish(tmp, root) or _manifest_matches(root, params):
+        return root
+    raise RuntimeError(f"{root} exists but does not hold the requested synthetic dataset; remove it and retry")
