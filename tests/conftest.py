@@ -83,3 +83,25 @@ def gpu():
 @pytest.fixture
 def rng(request):
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+def numerical_gradient(f, x, step=1e-6, indices=None):
+    """Central differences of the scalar f() with respect to elements of x.
+
+    ``x`` is modified in place and restored. With ``indices`` (into the
+    flattened x) only those entries are differenced and a 1-D array is
+    returned; otherwise the full gradient, shaped like x.
+    """
+    flat = x.reshape(-1)
+    picks = range(flat.size) if indices is None else indices
+    values = []
+    for i in picks:
+        original = flat[i]
+        flat[i] = original + step
+        plus = f()
+        flat[i] = original - step
+        minus = f()
+        flat[i] = original
+        values.append((plus - minus) / (2 * step))
+    values = np.array(values)
+    return values.reshape(x.shape) if indices is None else values

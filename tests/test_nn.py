@@ -2,25 +2,11 @@
 import numpy as np
 import pytest
 
-from glasscuda import nn, ops, reference
+from conftest import numerical_gradient
+from glasscuda import nn, reference
 from glasscuda.losses import BCEWithLogitsLoss, FocalLoss
 from glasscuda.models import BinaryDetector, MultiLabelNet, build_model
 from glasscuda.optim import Adam
-
-
-def numerical_gradient(f, array, eps=1e-6, indices=None):
-    """Central differences of the scalar f() with respect to chosen entries of ``array``."""
-    flat = array.reshape(-1)
-    grads = []
-    for i in indices:
-        saved = flat[i]
-        flat[i] = saved + eps
-        up = f()
-        flat[i] = saved - eps
-        down = f()
-        flat[i] = saved
-        grads.append((up - down) / (2 * eps))
-    return np.array(grads)
 
 
 def check_network_gradients(model, x, targets, loss_fn, rng, n_checks=6):

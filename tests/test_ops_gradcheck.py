@@ -15,26 +15,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import rel_err
+from conftest import numerical_gradient, rel_err
 from glasscuda import ops
 
 STEP = 1e-6
 TOLERANCE = 1e-6
-
-
-def numerical_gradient(f, x, step=STEP):
-    """Central differences of the scalar f() with respect to every element of x (modified in place, restored)."""
-    grad = np.zeros_like(x)
-    flat = x.reshape(-1)
-    for i in range(flat.size):
-        original = flat[i]
-        flat[i] = original + step
-        plus = f()
-        flat[i] = original - step
-        minus = f()
-        flat[i] = original
-        grad.flat[i] = (plus - minus) / (2 * step)
-    return grad
 
 
 def assert_gradient(analytic, numerical, name):

@@ -23,12 +23,6 @@ def _uniform(rng, bound, shape):
     return rng.uniform(-bound, bound, size=shape).astype(np.float32)
 
 
-def _check_backward(layer, cache):
-    if cache is None:
-        raise RuntimeError(f"{type(layer).__name__}.backward called without a forward pass in "
-                           "training mode (call model.train() before forward)")
-
-
 class Conv2d(Module):
     """2-D convolution (cross-correlation) by im2col + GEMM, with bias."""
 
@@ -44,7 +38,6 @@ class Conv2d(Module):
             "weight": Parameter(_uniform(rng, bound, (out_channels, in_channels, *self.kernel_size)), be),
             "bias": Parameter(_uniform(rng, bound, (out_channels,)), be),
         }
-        self._cache = None
 
     weight = property(lambda self: self._params["weight"])
     bias = property(lambda self: self._params["bias"])
@@ -53,21 +46,16 @@ class Conv2d(Module):
         x = self._input(x)
         y, col = ops.conv2d_forward(self.backend, x, self.weight.data, self.bias.data,
                                     self.stride, self.padding)
-        self._cache = (col, x.shape) if self.training else None
+        self._keep((col, x.shape))
         return y
 
     def backward(self, grad_out, need_input_grad=True):
-        _check_backward(self, self._cache)
-        col, x_shape = self._cache
+        col, x_shape = self._take()
         dx, dw, db = ops.conv2d_backward(self.backend, grad_out, col, x_shape, self.weight.data,
                                          self.stride, self.padding, need_dx=need_input_grad)
         self.weight.grad += dw
         self.bias.grad += db
-        self._cache = None
         return dx
-
-    def _clear_cache(self):
-        self._cache = None
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -86,51 +74,34 @@ class Linear(Module):
             "weight": Parameter(_uniform(rng, bound, (out_features, in_features)), be),
             "bias": Parameter(_uniform(rng, bound, (out_features,)), be),
         }
-        self._cache = None
 
     weight = property(lambda self: self._params["weight"])
     bias = property(lambda self: self._params["bias"])
 
     def forward(self, x):
         x = self._input(x)
-        self._cache = x if self.training else None
+        self._keep(x)
         return ops.linear_forward(self.backend, x, self.weight.data, self.bias.data)
 
     def backward(self, grad_out, need_input_grad=True):
-        _check_backward(self, self._cache)
-        dx, dw, db = ops.linear_backward(self.backend, grad_out, self._cache, self.weight.data,
+        dx, dw, db = ops.linear_backward(self.backend, grad_out, self._take(), self.weight.data,
                                          need_dx=need_input_grad)
         self.weight.grad += dw
         self.bias.grad += db
-        self._cache = None
         return dx
-
-    def _clear_cache(self):
-        self._cache = None
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}"
 
 
 class ReLU(Module):
-    def __init__(self):
-        super().__init__()
-        self._cache = None
-
     def forward(self, x):
-        x = self._input(x)
-        y = ops.relu_forward(self.backend, x)
-        self._cache = y if self.training else None   # y > 0 exactly where x > 0
+        y = ops.relu_forward(self.backend, self._input(x))
+        self._keep(y)   # y > 0 exactly where x > 0
         return y
 
     def backward(self, grad_out, need_input_grad=True):
-        _check_backward(self, self._cache)
-        dx = ops.relu_backward(self.backend, self._cache, grad_out)
-        self._cache = None
-        return dx
-
-    def _clear_cache(self):
-        self._cache = None
+        return ops.relu_backward(self.backend, self._take(), grad_out)
 
 
 class MaxPool2d(Module):
@@ -140,23 +111,17 @@ class MaxPool2d(Module):
         super().__init__()
         self.kernel_size = ops._pair(kernel_size)
         self.stride = ops._pair(stride if stride is not None else kernel_size)
-        self._cache = None
 
     def forward(self, x):
         x = self._input(x)
         y, argmax = ops.maxpool2d_forward(self.backend, x, self.kernel_size, self.stride)
-        self._cache = (argmax, x.shape) if self.training else None
+        self._keep((argmax, x.shape))
         return y
 
     def backward(self, grad_out, need_input_grad=True):
-        _check_backward(self, self._cache)
-        argmax, x_shape = self._cache
-        self._cache = None
+        argmax, x_shape = self._take()
         return ops.maxpool2d_backward(self.backend, grad_out, argmax, x_shape,
                                       self.kernel_size, self.stride)
-
-    def _clear_cache(self):
-        self._cache = None
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
@@ -165,45 +130,25 @@ class MaxPool2d(Module):
 class GlobalAvgPool2d(Module):
     """[N, C, H, W] -> [N, C], the mean over each feature map."""
 
-    def __init__(self):
-        super().__init__()
-        self._shape = None
-
     def forward(self, x):
         x = self._input(x)
-        self._shape = x.shape if self.training else None
+        self._keep(x.shape)
         return ops.global_avgpool_forward(self.backend, x)
 
     def backward(self, grad_out, need_input_grad=True):
-        _check_backward(self, self._shape)
-        dx = ops.global_avgpool_backward(self.backend, grad_out, self._shape)
-        self._shape = None
-        return dx
-
-    def _clear_cache(self):
-        self._shape = None
+        return ops.global_avgpool_backward(self.backend, grad_out, self._take())
 
 
 class Flatten(Module):
     """[N, ...] -> [N, prod(...)]."""
 
-    def __init__(self):
-        super().__init__()
-        self._shape = None
-
     def forward(self, x):
         x = self._input(x)
-        self._shape = x.shape if self.training else None
+        self._keep(x.shape)
         return x.reshape(x.shape[0], -1)
 
     def backward(self, grad_out, need_input_grad=True):
-        _check_backward(self, self._shape)
-        dx = grad_out.reshape(self._shape)
-        self._shape = None
-        return dx
-
-    def _clear_cache(self):
-        self._shape = None
+        return grad_out.reshape(self._take())
 
 
 class Sequential(Module):

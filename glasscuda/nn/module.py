@@ -41,6 +41,7 @@ class Module:
         self.training = True
         self._params: dict[str, Parameter] = {}
         self._children: dict[str, Module] = {}
+        self._cache = None
 
     # Calling -----------------------------------------------------------------
     def forward(self, x):
@@ -109,8 +110,20 @@ class Module:
             m._clear_cache()
         return self
 
+    def _keep(self, value) -> None:
+        """Keep what backward will need, in training mode only."""
+        self._cache = value if self.training else None
+
+    def _take(self):
+        """What forward kept; it is used once, then forgotten."""
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called without a forward pass in "
+                               "training mode (call model.train() before forward)")
+        value, self._cache = self._cache, None
+        return value
+
     def _clear_cache(self) -> None:
-        """Forget what forward kept for backward (layers override)."""
+        self._cache = None
 
     # State -------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
