@@ -1,0 +1,211 @@
+"""Each kernel at the binary network's real shapes (batch 32, 128×128 input).
+
+Rows per group: glasscuda CPU (``ops`` over the host kernel library, float32),
+the NumPy reference (``glasscuda.reference`` on the same float32 inputs; it
+computes in float64) and glasscuda GPU where one answers. Memory-bound kernels
+record ``extra_info["bytes"]``: the bytes they must read plus the bytes they
+must write, each array counted once.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from glasscuda import ops
+from glasscuda import reference as R
+from glasscuda.optim import Adam
+
+from .common import (BATCH, CONV_LAYERS, HIDDEN, KERNEL_PEERS, POOL, assert_close,
+                     glasscuda_backend, glasscuda_detector, shape_text)
+
+EXACT = 1e-6        # copies, maxima, and sums of a few float32 terms
+ADAM = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled=False)
+
+peers = pytest.mark.parametrize("peer", KERNEL_PEERS)
+
+
+@pytest.fixture(params=[c.name for c in CONV_LAYERS])
+def layer(request):
+    """Each conv block of the network in turn (recorded by name in the benchmark JSON)."""
+    return {c.name: c for c in CONV_LAYERS}[request.param]
+
+
+def random(shape, seed, dtype=np.float32):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def to_host(backend, out):
+    """A kernel's output(s) as NumPy arrays (Python floats pass through)."""
+    if isinstance(out, tuple):
+        return tuple(to_host(backend, o) for o in out)
+    if isinstance(out, float):
+        return out
+    return backend.to_numpy(out)
+
+
+def time_kernel(benchmark, peer, *, group, inputs, reference_fn, glasscuda_fn, check,
+                bytes_moved=None):
+    """Time one peer's row of ``group``.
+
+    ``reference_fn(*inputs)`` is the NumPy reference and the expected result;
+    ``glasscuda_fn(backend, *inputs on the device)`` is glasscuda's, checked
+    once with ``check(actual, expected)`` before it is timed.
+    """
+    benchmark.group = group
+    benchmark.extra_info["kind"] = "kernel"
+    if bytes_moved is not None:
+        benchmark.extra_info["bytes"] = int(bytes_moved)
+    if peer == "reference":
+        benchmark(reference_fn, *inputs)
+        return
+    be = glasscuda_backend(peer)
+    device_inputs = [be.asarray(a) if isinstance(a, np.ndarray) else a for a in inputs]
+
+    def run():
+        out = glasscuda_fn(be, *device_inputs)
+        be.synchronize()
+        return out
+
+    check(to_host(be, run()), reference_fn(*inputs))
+    benchmark(run)
+
+
+def check_array(what, tol=EXACT):
+    return lambda actual, expected: assert_close(actual, expected, tol, what)
+
+
+def check_pool_forward(actual, expected):
+    assert_close(actual[0], expected[0], EXACT, "maxpool forward values")
+    assert np.array_equal(actual[1], expected[1]), "maxpool forward argmax differs from the reference"
+
+
+# Convolution: im2col and col2im ---------------------------------------------
+
+@peers
+def test_im2col(benchmark, peer, layer):
+    g = layer.geometry()
+    x = random(layer.input_shape, seed=layer.index)
+    col_bytes = g.C * g.KH * g.KW * g.N * g.HO * g.WO * x.itemsize
+    time_kernel(benchmark, peer, group=f"im2col {layer.describe()}", inputs=(x,),
+                reference_fn=lambda x: R.im2col(x, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW),
+                glasscuda_fn=lambda be, x: ops.im2col(be, x, g),
+                check=check_array("im2col"), bytes_moved=x.nbytes + col_bytes)
+
+
+@peers
+def test_col2im(benchmark, peer, layer):
+    g = layer.geometry()
+    col = random((g.C * g.KH * g.KW, g.N * g.HO * g.WO), seed=layer.index)
+    x_bytes = g.N * g.C * g.H * g.W * col.itemsize
+    time_kernel(benchmark, peer, group=f"col2im {layer.describe()}", inputs=(col,),
+                reference_fn=lambda c: R.col2im(c, layer.input_shape, g.KH, g.KW, g.SH, g.SW,
+                                                g.PH, g.PW),
+                glasscuda_fn=lambda be, c: ops.col2im(be, c, g),
+                check=check_array("col2im"), bytes_moved=col.nbytes + x_bytes)
+
+
+# Max pooling 2x2, stride 2, after each conv ----------------------------------
+
+@peers
+def test_maxpool_forward(benchmark, peer, layer):
+    x = random(layer.output_shape, seed=layer.index)
+    out_elements = int(np.prod(layer.pooled_shape))
+    moved = x.nbytes + out_elements * (x.itemsize + np.dtype(np.int64).itemsize)
+    time_kernel(benchmark, peer, group=f"maxpool forward {shape_text(x.shape)}", inputs=(x,),
+                reference_fn=lambda x: R.maxpool2d(x, POOL),
+                glasscuda_fn=lambda be, x: ops.maxpool2d_forward(be, x, POOL),
+                check=check_pool_forward, bytes_moved=moved)
+
+
+@peers
+def test_maxpool_backward(benchmark, peer, layer):
+    _, argmax = R.maxpool2d(random(layer.output_shape, seed=layer.index), POOL)
+    dy = random(layer.pooled_shape, seed=100 + layer.index)
+    x_shape = layer.output_shape
+    moved = dy.nbytes + argmax.nbytes + int(np.prod(x_shape)) * dy.itemsize
+    time_kernel(benchmark, peer, group=f"maxpool backward {shape_text(x_shape)}",
+                inputs=(dy, argmax),
+                reference_fn=lambda dy, argmax: R.maxpool2d_backward(dy, argmax, x_shape),
+                glasscuda_fn=lambda be, dy, argmax: ops.maxpool2d_backward(be, dy, argmax,
+                                                                           x_shape, POOL),
+                check=check_array("maxpool backward"), bytes_moved=moved)
+
+
+# ReLU after each conv and after the hidden Linear ----------------------------
+
+RELU_SHAPES = [c.output_shape for c in CONV_LAYERS] + [(BATCH, HIDDEN)]
+relu_shapes = pytest.mark.parametrize("shape", RELU_SHAPES, ids=[shape_text(s) for s in RELU_SHAPES])
+
+
+@peers
+@relu_shapes
+def test_relu_forward(benchmark, peer, shape):
+    x = random(shape, seed=1)
+    time_kernel(benchmark, peer, group=f"relu forward {shape_text(shape)}", inputs=(x,),
+                reference_fn=R.relu, glasscuda_fn=ops.relu_forward,
+                check=check_array("relu forward"), bytes_moved=2 * x.nbytes)
+
+
+@peers
+@relu_shapes
+def test_relu_backward(benchmark, peer, shape):
+    x, dy = random(shape, seed=1), random(shape, seed=2)
+    time_kernel(benchmark, peer, group=f"relu backward {shape_text(shape)}", inputs=(x, dy),
+                reference_fn=R.relu_backward, glasscuda_fn=ops.relu_backward,
+                check=check_array("relu backward"), bytes_moved=3 * x.nbytes)
+
+
+# Loss -------------------------------------------------------------------------
+
+@peers
+def test_bce(benchmark, peer):
+    z = random((BATCH, 1), seed=3)
+    y = (np.arange(BATCH) % 2).astype(np.float32).reshape(BATCH, 1)
+
+    def check(actual, expected):
+        loss, grad = actual
+        ref_loss, ref_grad = expected
+        assert abs(loss - ref_loss.mean()) <= 1e-5 * max(1.0, abs(ref_loss.mean())), \
+            f"bce loss {loss} != reference {ref_loss.mean()}"
+        assert_close(grad, ref_grad / z.size, 1e-5, "bce gradient")
+
+    time_kernel(benchmark, peer, group=f"bce {shape_text(z.shape)}", inputs=(z, y),
+                reference_fn=R.bce_with_logits, glasscuda_fn=ops.bce_with_logits, check=check)
+
+
+# Optimizer --------------------------------------------------------------------
+
+@peers
+def test_adam(benchmark, peer, initial_params):
+    """One Adam step over every parameter of the network (model.parameters())."""
+    grads = [random(p.shape, seed=10 + i) * 1e-2 for i, p in enumerate(initial_params)]
+    zeros = [np.zeros_like(p) for p in initial_params]
+    n = sum(p.size for p in initial_params)
+    benchmark.group = f"adam {len(initial_params)} tensors, {n} parameters"
+    benchmark.extra_info["kind"] = "kernel"
+    benchmark.extra_info["bytes"] = 7 * n * initial_params[0].itemsize   # read p, g, m, v; write p, m, v
+
+    def reference_step():
+        return [R.adam_step(p, g, zero, zero, step=1, **ADAM)
+                for p, g, zero in zip(initial_params, grads, zeros)]
+
+    if peer == "reference":
+        benchmark(reference_step)
+        return
+    be = glasscuda_backend(peer)
+    model = glasscuda_detector(be, initial_params)
+    for p, g in zip(model.parameters(), grads):
+        p.grad[...] = be.asarray(g)
+    optimizer = Adam(model.parameters(), lr=ADAM["lr"], betas=(ADAM["beta1"], ADAM["beta2"]),
+                     eps=ADAM["eps"])
+
+    def run():
+        optimizer.step()
+        be.synchronize()
+
+    run()
+    for i, (p, (param, m, v)) in enumerate(zip(model.parameters(), reference_step())):
+        assert_close(be.to_numpy(p.data), param, EXACT, f"adam parameter {i}")
+        assert_close(be.to_numpy(optimizer.m[i]), m, EXACT, f"adam m {i}")
+        assert_close(be.to_numpy(optimizer.v[i]), v, 1e-4, f"adam v {i}")   # 1 - beta2 in float32
+    benchmark(run)
