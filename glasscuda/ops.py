@@ -250,7 +250,8 @@ def softmax_cross_entropy(be, logits, labels):
 def adam_update(be, param, grad, m, v, *, step, lr, beta1, beta2, eps, weight_decay, decoupled):
     """One fused Adam (decoupled=False) or AdamW (decoupled=True) step, in place; ``step`` counts from 1."""
     be.launch("adam_update", param=param, grad=grad, m=m, v=v, n=param.size,
-              decoupled=int(bool(decoupled)), lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+              decoupled=int(bool(decoupled)), lr=lr, one_minus_beta1=1.0 - beta1,
+              one_minus_beta2=1.0 - beta2, eps=eps,
               weight_decay=weight_decay, bc1=1.0 - beta1 ** step, bc2=1.0 - beta2 ** step)
 
 

@@ -260,13 +260,18 @@ def run_adam_update(be, dtype, rng, n, decoupled=False, steps=4, lr=1e-2, beta1=
                     eps=1e-8, weight_decay=0.0, exact_hyperparameters=False):
     """``steps`` consecutive steps from m = v = 0, each compared with reference.adam_step.
 
-    The kernel takes its real scalars in its own precision, so by default the
-    oracle gets the hyperparameters rounded to ``dtype`` as the kernel sees
-    them; ``exact_hyperparameters`` gives the oracle the values as written.
+    The kernel takes its real scalars in its own precision (1 - beta1 and
+    1 - beta2 formed in double by the caller), so by default the oracle gets
+    the hyperparameters rounded to ``dtype`` as the kernel sees them;
+    ``exact_hyperparameters`` gives the oracle the values as written.
     """
     hyper = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
+    scalars = dict(lr=lr, one_minus_beta1=1.0 - beta1, one_minus_beta2=1.0 - beta2, eps=eps,
+                   weight_decay=weight_decay)
     if not exact_hyperparameters:
-        hyper = {k: float(dtype(v)) for k, v in hyper.items()}
+        scalars = {k: float(dtype(v)) for k, v in scalars.items()}
+        hyper = dict(scalars, beta1=1.0 - scalars["one_minus_beta1"], beta2=1.0 - scalars["one_minus_beta2"])
+        del hyper["one_minus_beta1"], hyper["one_minus_beta2"]
     param = normal(rng, n, dtype)
     m, v = np.zeros(n, dtype), np.zeros(n, dtype)
     want = (param, m, v)
@@ -275,7 +280,7 @@ def run_adam_update(be, dtype, rng, n, decoupled=False, steps=4, lr=1e-2, beta1=
         grad = normal(rng, n, dtype)
         out = launch(be, "adam_update", dtype, {"param": param, "grad": grad, "m": m, "v": v}, {},
                      n=n, decoupled=int(decoupled), bc1=1.0 - hyper["beta1"] ** step,
-                     bc2=1.0 - hyper["beta2"] ** step, **hyper)
+                     bc2=1.0 - hyper["beta2"] ** step, **scalars)
         param, m, v = out["param"], out["m"], out["v"]
         want = ref.adam_step(want[0], grad, want[1], want[2], step=step, decoupled=decoupled, **hyper)
         results += [Result(f"param@{step}", param, want[0]), Result(f"m@{step}", m, want[1]),
@@ -713,9 +718,6 @@ def test_adam_update_several_steps(cpu, rng, dtype, decoupled, weight_decay, n):
                           steps=5), dtype)
 
 
-@pytest.mark.xfail(strict=True, reason="kernels/adam.cu:26 forms 1 - beta2 in float32 from beta2 rounded "
-                   "to float32: with beta2 = 0.999 the second moment is off by 1.3e-5 relative; the "
-                   "caller could pass 1 - beta1 and 1 - beta2 computed in double")
 def test_adam_update_f32_with_hyperparameters_as_written(cpu, rng):
     check(run_adam_update(cpu, np.float32, rng, n=101, beta2=0.999, exact_hyperparameters=True),
           np.float32)
