@@ -1,4 +1,4 @@
-"""The two networks of glasscuda, built from glasscuda.nn layers.
+"""The networks of glasscuda, built from glasscuda.nn layers.
 
 ``BinaryDetector`` (is anything wrong with this glass?)::
 
@@ -11,6 +11,13 @@ pooled features, ``class_activation_maps`` can say where on the glass each
 class's evidence lies (Zhou et al., 2016).
 
 Both return logits; probabilities are ``sigmoid`` of them.
+
+``CifarNet`` (the CIFAR-10 preset, 3x32x32 RGB, ten classes)::
+
+    2 x [Conv k3 (same padding) -> ReLU -> MaxPool 2x2]   3->32, 32->64
+    Flatten -> Linear(64 * (S/4)^2, 128) -> ReLU -> Linear(128, 10)      one logit per class
+
+Its logits go to softmax cross-entropy; probabilities are their softmax.
 """
 from __future__ import annotations
 
@@ -121,7 +128,38 @@ class MultiLabelNet(_Network):
             self.train(was_training)
 
 
-ARCHITECTURES = {cls.architecture: cls for cls in (BinaryDetector, MultiLabelNet)}
+class CifarNet(_Network):
+    """Two conv blocks and two Linear layers (the CIFAR-10 preset). Input [N, C, S, S], S divisible by 4."""
+
+    architecture = "cifar10"
+
+    def __init__(self, in_channels: int = 3, n_classes: int = 10, image_size: int = 32, *,
+                 seed: int | None = 0):
+        if image_size % 4:
+            raise ValueError(f"image_size must be a multiple of 4, got {image_size}")
+        rng = np.random.default_rng(seed)
+        side = image_size // 4
+        body = Sequential(Conv2d(in_channels, 32, 3, padding=1, rng=rng), ReLU(), MaxPool2d(2),
+                          Conv2d(32, 64, 3, padding=1, rng=rng), ReLU(), MaxPool2d(2),
+                          Flatten(), Linear(64 * side * side, 128, rng=rng), ReLU(),
+                          Linear(128, n_classes, rng=rng))
+        super().__init__(body, {"in_channels": in_channels, "n_classes": n_classes,
+                                "image_size": image_size})
+
+    def predict_proba(self, x):
+        """Softmax probabilities [N, n_classes] in eval mode; the mode the network was in is restored."""
+        was_training = self.training
+        self.eval()
+        try:
+            logits = self.forward(x)
+        finally:
+            self.train(was_training)
+        xp = self.backend.xp
+        exp = xp.exp(logits - logits.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
+
+
+ARCHITECTURES = {cls.architecture: cls for cls in (BinaryDetector, MultiLabelNet, CifarNet)}
 
 
 def build_model(config: dict, *, seed: int | None = 0) -> _Network:
