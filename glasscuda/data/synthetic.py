@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 CLASS_NAMES = ("chipped_edge", "scratch", "stain")
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 CHIPPED_EDGE, SCRATCH, STAIN = 0, 1, 2
 SPLITS = ("train", "test")
@@ -59,7 +59,9 @@ MULTI_DEFECT_FRACTION = 0.2
 # least this fraction of its largest change.
 BOX_THRESHOLD = 0.2
 # Faintest scratch contrast, in units of the image's noise sigma.
-MIN_SCRATCH_CONTRAST_SIGMAS = 1.75
+MIN_SCRATCH_CONTRAST_SIGMAS = 2.0
+# Share of scratches drawn faint: contrast between 2 and 4 noise sigmas.
+FAINT_SCRATCH_FRACTION = 0.25
 
 # Shape harmonics k = 2 .. 1 + N_HARMONICS perturb the radius of chips and stains.
 N_HARMONICS = 6
@@ -359,10 +361,10 @@ def _sample_scene(rng: np.random.Generator, size: int) -> _Scene:
             rng.uniform(0.35, 0.65),
         ]
     )
-    texture_amp = rng.uniform(0.006, 0.03)
-    cells = int(rng.integers(4, 9))
+    texture_amp = rng.uniform(0.004, 0.016)
+    cells = int(rng.integers(3, 7))
     texture_coarse = rng.uniform(-1.0, 1.0, size=(cells + 1, cells + 1)) * texture_amp
-    texture_fine = rng.uniform(-1.0, 1.0, size=(3 * cells + 1, 3 * cells + 1)) * texture_amp * 0.4
+    texture_fine = rng.uniform(-1.0, 1.0, size=(3 * cells + 1, 3 * cells + 1)) * texture_amp * 0.3
     return _Scene(
         size=size,
         panel=panel,
@@ -371,7 +373,7 @@ def _sample_scene(rng: np.random.Generator, size: int) -> _Scene:
         texture_fine=texture_fine,
         glares=_sample_glares(rng, size),
         dust=_sample_dust(rng, size),
-        noise_sigma=float(rng.uniform(0.006, 0.028)),
+        noise_sigma=float(rng.uniform(0.005, 0.022)),
     )
 
 
@@ -456,7 +458,10 @@ def _sample_scratch(rng: np.random.Generator, scene: _Scene) -> np.ndarray:
     mid_x = min(max(mid_x, left), right)
     mid_y = min(max(mid_y, top), bottom)
     width = rng.uniform(1.0, 2.0) * max(size / 256.0, 1.0)
-    contrast = max(math.exp(rng.uniform(math.log(0.025), math.log(0.3))), MIN_SCRATCH_CONTRAST_SIGMAS * scene.noise_sigma)
+    if rng.random() < FAINT_SCRATCH_FRACTION:
+        contrast = rng.uniform(MIN_SCRATCH_CONTRAST_SIGMAS, 2 * MIN_SCRATCH_CONTRAST_SIGMAS) * scene.noise_sigma
+    else:
+        contrast = max(math.exp(rng.uniform(math.log(0.05), math.log(0.3))), MIN_SCRATCH_CONTRAST_SIGMAS * scene.noise_sigma)
     sign = 1.0 if rng.random() < 0.75 else -1.0
     return np.array([start_x, start_y, mid_x, mid_y, end_x, end_y, width, sign * contrast])
 
@@ -470,8 +475,8 @@ def _sample_stain(rng: np.random.Generator, scene: _Scene) -> np.ndarray:
     left, top, right, bottom = _inner_region(scene, reach + 0.01 * size)
     cx = rng.uniform(left, max(right, left))
     cy = rng.uniform(top, max(bottom, top))
-    amp = rng.uniform(0.035, 0.10) * (1.0 if rng.random() < 0.4 else -1.0)
-    softness = rng.uniform(0.3, 1.0)
+    amp = rng.uniform(0.05, 0.14) * (1.0 if rng.random() < 0.4 else -1.0)
+    softness = rng.uniform(0.25, 0.8)
     ring = rng.uniform(0.2, 0.6) if rng.random() < 0.3 else 0.0
     return np.concatenate([[cx, cy, radius, reach, amp, softness, ring], coeffs])
 
