@@ -32,6 +32,8 @@ import numpy as np
 from sklearn.exceptions import UndefinedMetricWarning
 
 from glasscuda import calibration, metrics
+from glasscuda.data.dataset import location_box
+from glasscuda.heatmaps import PEAK_COLUMNS, inside_box
 from glasscuda.reports import (
     format_value,
     markdown_table,
@@ -143,6 +145,8 @@ class Annotations:
         Normalised and original ids.
     defects : list of frozenset of str
         Defect class names present in each image (empty: no defect).
+    boxes : list of list of (str, (cx, cy, w, h))
+        Located defects of each image (empty for an annotation CSV).
     """
 
     path: str
@@ -150,6 +154,7 @@ class Annotations:
     ids: list
     raw_ids: list
     defects: list
+    boxes: list = field(default_factory=list)
 
 
 def _read_csv(path: str | Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
@@ -360,7 +365,12 @@ def load_predictions(
 
 
 def parse_defect_file(path: str | Path) -> frozenset:
-    """Defect classes listed in one annotation txt file.
+    """Defect classes listed in one annotation txt file (see :func:`read_defect_file`)."""
+    return read_defect_file(path)[0]
+
+
+def read_defect_file(path: str | Path) -> tuple[frozenset, list]:
+    """Defect classes and located boxes listed in one annotation txt file.
 
     Each non-blank line is one defect: a class id (0 chipped_edge, 1 scratch,
     2 stain) optionally followed by numbers (a YOLO box ``cx cy w h`` or a
@@ -372,8 +382,11 @@ def parse_defect_file(path: str | Path) -> frozenset:
 
     Returns
     -------
-    frozenset of str
+    classes : frozenset of str
         Class names present (empty when the file has no defect line).
+    boxes : list of (str, (cx, cy, w, h))
+        The class and normalised box of each line that carries a location
+        (a polygon gives its bounding box).
 
     Raises
     ------
@@ -385,7 +398,7 @@ def parse_defect_file(path: str | Path) -> frozenset:
         text = Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise EvaluationError(f"{path}: not a UTF-8 text file ({error.reason})") from None
-    found = set()
+    found, boxes = set(), []
     for number, line in enumerate(text.splitlines(), start=1):
         tokens = line.split()
         if not tokens:
@@ -409,7 +422,9 @@ def parse_defect_file(path: str | Path) -> frozenset:
                     "(expected 'CLASS_ID [cx cy w h]')"
                 ) from None
         found.add(DEFECT_CLASSES[class_id])
-    return frozenset(found)
+        if len(tokens) == 5 or (len(tokens) >= 7 and len(tokens) % 2 == 1):
+            boxes.append((DEFECT_CLASSES[class_id], location_box(tokens[1:])))
+    return frozenset(found), boxes
 
 
 def _load_annotation_folder(root: Path, split: str) -> Annotations:
@@ -427,16 +442,19 @@ def _load_annotation_folder(root: Path, split: str) -> Annotations:
     raw_ids = [image.name for image in images]
     ids = [normalise_id(name) for name in raw_ids]
     _check_unique(image_dir, ids, raw_ids, [image.name for image in images])
-    defects = []
+    defects, boxes = [], []
     for image in images:
         label_file = label_dir / f"{image.stem}.txt"
-        defects.append(parse_defect_file(label_file) if label_file.is_file() else frozenset())
+        present, located = read_defect_file(label_file) if label_file.is_file() else (frozenset(), [])
+        defects.append(present)
+        boxes.append(located)
     return Annotations(
         path=str(root),
         description=f"dataset folder {root}, split {split!r} ({len(images)} images)",
         ids=ids,
         raw_ids=raw_ids,
         defects=defects,
+        boxes=boxes,
     )
 
 
@@ -905,7 +923,60 @@ def evaluate(args: argparse.Namespace) -> dict:
     }
     if args.calibrate_on is not None:
         report["calibration"] = _calibrate(args, predictions, annotations, joined, classes)
+    report["heatmaps"] = (heatmap_localisation(args.heatmap_peaks, annotations)
+                          if args.heatmap_peaks is not None else None)
     return report
+
+
+def heatmap_localisation(path: str | Path, annotations: Annotations) -> dict:
+    """How often a heatmap's peak falls inside a true box of its class.
+
+    Reads the ``peaks.csv`` that ``predict --heatmaps`` writes (one row per
+    image and predicted defect: id, class, peak_x, peak_y in normalised image
+    coordinates). A peak counts when its image truly has that class and that
+    class has at least one located box there; it is a hit when it lies inside
+    one of them.
+    """
+    header, rows = _read_csv(path)
+    hint = "expected the peaks.csv written by python -m glasscuda.predict --heatmaps"
+    index = {name: _column_index(path, header, name, hint) for name in ("id", "class", "peak_x", "peak_y")}
+    truth = dict(zip(annotations.ids, zip(annotations.defects, annotations.boxes)))
+    per_class = {name: {"scored": 0, "inside": 0} for name in DEFECT_CLASSES}
+    unmatched = wrong_class = unlocated = 0
+    for line, cells in rows:
+        name = cells[index["class"]].strip()
+        if name not in per_class:
+            raise EvaluationError(f"{path}: line {line}: unknown class {name!r} "
+                                  f"(known: {', '.join(DEFECT_CLASSES)})")
+        x, y = (_parse_score(path, line, column, cells[index[column]]) for column in ("peak_x", "peak_y"))
+        key = normalise_id(cells[index["id"]])
+        if key not in truth:
+            unmatched += 1
+            continue
+        present, located = truth[key]
+        boxes = [box for box_class, box in located if box_class == name]
+        if name not in present:
+            wrong_class += 1
+        elif not boxes:
+            unlocated += 1
+        else:
+            per_class[name]["scored"] += 1
+            per_class[name]["inside"] += any(inside_box(x, y, box) for box in boxes)
+    for counts in per_class.values():
+        counts["rate"] = counts["inside"] / counts["scored"] if counts["scored"] else None
+    scored = sum(c["scored"] for c in per_class.values())
+    inside = sum(c["inside"] for c in per_class.values())
+    return {
+        "peaks": str(path),
+        "rows": len(rows),
+        "scored": scored,
+        "inside": inside,
+        "rate": inside / scored if scored else None,
+        "per_class": per_class,
+        "not_in_annotations": unmatched,
+        "class_not_present": wrong_class,
+        "no_box_for_class": unlocated,
+    }
 
 
 # --------------------------------------------------------------------------
@@ -1135,6 +1206,24 @@ def _render_calibration(report: dict) -> list[str]:
     return lines + ([""] if result["notes"] or "overlap_note" in result else [])
 
 
+def _render_heatmaps(report: dict) -> list[str]:
+    result = report.get("heatmaps")
+    if not result:
+        return []
+    lines = ["## Heatmap localisation", "",
+             f"Peaks from {result['peaks']}: a peak is scored when its image truly has that defect "
+             "and a box for it; it counts when it lies inside one of those boxes.", ""]
+    rows = [{"class": name, "scored": c["scored"], "inside a box": c["inside"], "rate": c["rate"]}
+            for name, c in result["per_class"].items()]
+    rows.append({"class": "all", "scored": result["scored"], "inside a box": result["inside"],
+                 "rate": result["rate"]})
+    lines += [markdown_table(rows, float_format=".3f"), ""]
+    lines.append(f"Not scored: {result['class_not_present']} peak(s) of a class the image does not have, "
+                 f"{result['no_box_for_class']} without a box of their class, "
+                 f"{result['not_in_annotations']} of images not in the annotations.")
+    return lines + [""]
+
+
 def render_markdown(report: dict) -> str:
     """Render a report from :func:`evaluate` as Markdown for people."""
     lines = ["# glasscuda evaluation", ""]
@@ -1147,6 +1236,7 @@ def render_markdown(report: dict) -> str:
         _render_sweep,
         _render_operating_points,
         _render_calibration,
+        _render_heatmaps,
     ):
         lines += section(report)
     if report.get("files"):
@@ -1346,6 +1436,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     calibrating.add_argument("--ece-bins", type=int, default=15, metavar="N", help="equal-width bins for ECE (default: 15)")
     calibrating.add_argument("--seed", type=int, default=0, help="seed of the calibration split (default: 0)")
+    parser.add_argument(
+        "--heatmap-peaks",
+        default=None,
+        metavar="CSV",
+        help="the peaks.csv of predict --heatmaps: report how often each heatmap's peak falls inside "
+        "a true box of its class (needs a dataset root as --annotations)",
+    )
     parser.add_argument("--out", default=None, metavar="DIR", help="also write report.json, threshold_table.csv and PNG plots here")
     return parser
 

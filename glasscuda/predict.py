@@ -2,9 +2,16 @@
 
 Writes one CSV row per image. Binary checkpoints give `id,probability,label`
 (label 1 = defective, at the threshold stored in the checkpoint). Multi-label
-checkpoints give `id,p_<class>...,labels` (the `;`-joined predicted classes).
+checkpoints give `id,p_<class>...,labels` (the `;`-joined predicted classes,
+by the rule in `python -m glasscuda.train --help`). CIFAR-10 checkpoints give
+`id,p_<class>...,label` (softmax probabilities and the most probable class).
 The id is the file's stem. Unreadable images are reported by name and left
 out (or stop the run with --strict).
+
+With --heatmaps DIR (multi-label checkpoints), DIR receives an overlay PNG
+<id>_<class>.png for each image and predicted defect, showing the class
+activation map on the glass, and peaks.csv with each map's hottest point in
+normalised image coordinates (score it with glasscuda.evaluate --heatmap-peaks).
 """
 from __future__ import annotations
 
@@ -19,7 +26,9 @@ from .checkpoint import CheckpointError, load_model
 from .data.dataset import IMAGE_SUFFIXES, DatasetError, load_images
 from .data.sampling import Normalizer
 from .reports import write_csv_atomic
-from .tasks.multilabel import decide_labels
+from .heatmaps import write_heatmaps
+from .models import sigmoid
+from .tasks.multilabel import NO_DEFECT, decide
 from .training import predict_logits
 
 
@@ -36,10 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threshold", type=float,
                         help="decision threshold for the binary label (default: the checkpoint's)")
     parser.add_argument("--temperature", type=float,
-                        help="divide logits by this temperature before the sigmoid "
+                        help="divide logits by this temperature before the sigmoid (softmax for cifar10) "
                              "(default: the checkpoint's, else 1)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="average over the image and its flips (default: on for multilabel)")
+    parser.add_argument("--heatmaps", metavar="DIR",
+                        help="multi-label checkpoints: write a heatmap overlay per image and predicted "
+                             "defect, and peaks.csv, into DIR")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
@@ -73,26 +85,40 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     task = header.get("task", config["architecture"])
+    if args.heatmaps and task != "multilabel":
+        print(f"error: --heatmaps needs a multi-label checkpoint (its pooled head gives the maps); "
+              f"{args.checkpoint} is a {task} checkpoint", file=sys.stderr)
+        return 2
     tta = args.tta if args.tta is not None else task == "multilabel"
-    logits = predict_logits(model, images, Normalizer.from_dict(header["normalization"]),
-                            batch_size=args.batch_size, tta=tta)
-    temperature = args.temperature or header.get("temperature") or 1.0
-    probs = 1.0 / (1.0 + np.exp(-logits / np.asarray(temperature)))
+    normalizer = Normalizer.from_dict(header["normalization"])
+    logits = predict_logits(model, images, normalizer, batch_size=args.batch_size, tta=tta)
+    logits = logits / np.asarray(args.temperature or header.get("temperature") or 1.0, dtype=np.float64)
     ids = [p.stem for p in kept]
-    if task == "binary":
+    names = header.get("class_names", [])
+    if task == "cifar10":
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs = exp / exp.sum(axis=1, keepdims=True)
+        rows = [{"id": i, **{f"p_{n}": float(v) for n, v in zip(names, p)}, "label": names[int(np.argmax(p))]}
+                for i, p in zip(ids, probs)]
+        columns = ["id", *[f"p_{n}" for n in names], "label"]
+    elif task == "binary":
+        probs = sigmoid(np, logits)
         threshold = args.threshold if args.threshold is not None else header.get("threshold") or 0.5
         rows = [{"id": i, "probability": float(p), "label": int(p >= threshold)}
                 for i, p in zip(ids, probs[:, 0])]
         columns = ["id", "probability", "label"]
     else:
-        names = header["class_names"]
+        probs = sigmoid(np, logits)
         thresholds = np.asarray(header.get("thresholds") or [0.5] * len(names))
-        rows = []
-        for i, p in zip(ids, probs):
-            row = {"id": i, **{f"p_{n}": float(v) for n, v in zip(names, p)}}
-            row["labels"] = ";".join(decide_labels(names, p, thresholds))
-            rows.append(row)
+        decided = decide(probs, thresholds)
+        rows = [{"id": i, **{f"p_{n}": float(v) for n, v in zip(names, p)},
+                 "labels": ";".join(n for n, on in zip(names, marks) if on)}
+                for i, p, marks in zip(ids, probs, decided)]
         columns = ["id", *[f"p_{n}" for n in names], "labels"]
+        if args.heatmaps:
+            defects = decided * np.array([n != NO_DEFECT for n in names])
+            peaks = write_heatmaps(model, images, ids, names, probs, defects, normalizer, args.heatmaps)
+            print(f"wrote {len(peaks)} heatmap overlays and peaks.csv to {args.heatmaps}")
     write_csv_atomic(args.output, rows, columns)
     print(f"wrote {len(rows)} predictions to {args.output}"
           + (f"; skipped {len(skipped)} unreadable image(s)" if skipped else ""))

@@ -158,7 +158,15 @@ def _parse_location(tokens, line_no: int):
             raise _ProblemError(
                 f"line {line_no}: coordinate {value:g} is outside [0, 1]; locations must be normalised by the image size"
             )
-    values = [min(max(value, 0.0), 1.0) for value in values]
+    return location_box(values)
+
+
+def location_box(values) -> tuple:
+    """(cx, cy, w, h) of a label line's location: a YOLO box (4 values) or a polygon's bounding box.
+
+    Values are normalised coordinates, clipped to [0, 1].
+    """
+    values = [min(max(float(value), 0.0), 1.0) for value in values]
     if len(values) == 4:
         return tuple(values)
     xs, ys = values[0::2], values[1::2]

@@ -45,12 +45,6 @@ def decide(probs: np.ndarray, thresholds) -> np.ndarray:
     return np.concatenate([~defects.any(axis=1, keepdims=True), defects], axis=1).astype(np.int64)
 
 
-def decide_labels(names, probs, thresholds) -> list[str]:
-    """The predicted class names of one image under the decision rule."""
-    row = decide(np.asarray(probs, dtype=np.float64)[None, :], thresholds)[0]
-    return [name for name, on in zip(names, row) if on]
-
-
 def report(truth, probs, thresholds, names) -> dict:
     result = multilabel_report(truth, decide(probs, thresholds), 0.5, names)
     result["thresholds"] = [float(t) for t in thresholds]
