@@ -1,13 +1,15 @@
 """CIFAR-10: the batch reader on tiny files in the official format, CifarNet's gradients, the CLI."""
+import csv
 import json
 import os
 import pickle
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import numerical_gradient
-from glasscuda import train
+from glasscuda import predict, train
 from glasscuda.checkpoint import load_checkpoint, load_model
 from glasscuda.data.cifar10 import CLASS_NAMES, TRAIN_BATCHES, load_cifar10, read_batch
 from glasscuda.data.dataset import DatasetError
@@ -234,6 +236,31 @@ def test_cli_trains_and_reports_test_accuracy(cifar, tmp_path, capsys):
     assert len(header["normalization"]["mean"]) == 3 and len(header["normalization"]["std"]) == 3
     model, _ = load_model(out / "best.npz", device="cpu")
     assert isinstance(model, CifarNet)
+
+
+def test_predict_writes_softmax_columns_and_the_most_probable_class(cifar, tmp_path):
+    root, _ = cifar
+    out = tmp_path / "run"
+    assert run_train("--task", "cifar10", "--data", root, "--epochs", 1, "--out", out, "--device", "cpu") == 0
+    rng = np.random.default_rng(4)
+    pixels = rng.integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(pixels):
+        Image.fromarray(image, mode="RGB").save(folder / f"im{i}.png")
+    csv_path = tmp_path / "preds.csv"
+    assert predict.main(["--checkpoint", str(out / "best.npz"), "--input", str(folder),
+                         "--output", str(csv_path), "--device", "cpu"]) == 0
+    rows = list(csv.DictReader(csv_path.open()))
+    names = [n.decode() for n in META_NAMES]
+    assert list(rows[0]) == ["id", *[f"p_{n}" for n in names], "label"]
+    model, header = load_model(out / "best.npz", device="cpu")
+    x = Normalizer.from_dict(header["normalization"])(pixels.transpose(0, 3, 1, 2) / 255.0)
+    expected = model.predict_proba(x)
+    for row, want in zip(rows, expected):
+        got = np.array([float(row[f"p_{n}"]) for n in names])
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+        assert row["label"] == names[int(np.argmax(got))]
 
 
 def test_resuming_gives_the_same_weights_as_not_stopping(cifar, tmp_path):

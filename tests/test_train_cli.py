@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from glasscuda import predict, train
+from glasscuda import evaluate, predict, train
 from glasscuda.checkpoint import load_checkpoint
 from glasscuda.data import generate_synthetic
 
@@ -38,6 +38,24 @@ def test_binary_run_writes_every_artifact(tiny_glass, tmp_path):
     assert not list(out.glob("*.partial")) and not list(out.glob(".*tmp"))
 
 
+def test_evaluate_on_predict_output_reproduces_the_training_test_f1(tiny_glass, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_train("--data", tiny_glass, "--img-size", 32, "--epochs", 3, "--out", out, "--device", "cpu",
+                     "--seed", 1) == 0
+    final = json.loads((out / "metrics.json").read_text())["final"]
+    threshold = final["threshold"] if final["threshold"] is not None else 0.5
+    preds = tmp_path / "preds.csv"
+    assert predict.main(["--checkpoint", str(out / "best.npz"), "--input", str(tiny_glass / "test" / "img"),
+                         "--output", str(preds), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert evaluate.main(["--predictions", str(preds), "--annotations", str(tiny_glass),
+                          "--threshold", repr(threshold), "--out", str(tmp_path / "eval")]) == 0
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["join"]["matched"] == 20 and report["join"]["only_in_annotations"] == 0
+    for key in ("precision", "recall", "f1"):
+        assert report["metrics"][key] == pytest.approx(final["test"][key], abs=1e-12), key
+
+
 def test_resuming_gives_the_same_result_as_not_stopping(tiny_glass, tmp_path):
     common = ["--data", tiny_glass, "--img-size", 32, "--device", "cpu", "--seed", 3]
     assert run_train(*common, "--epochs", 3, "--out", tmp_path / "straight") == 0
@@ -59,7 +77,7 @@ def test_resume_with_other_settings_is_refused(tiny_glass, tmp_path, capsys):
     assert "other settings" in capsys.readouterr().err
 
 
-def test_multilabel_run_and_predict_with_heatmap_free_csv(tiny_glass, tmp_path):
+def test_multilabel_run_and_predict_with_heatmaps(tiny_glass, tmp_path):
     out = tmp_path / "ml"
     assert run_train("--task", "multilabel", "--data", tiny_glass, "--img-size", 32, "--epochs", 1,
                      "--out", out, "--device", "cpu") == 0
@@ -67,14 +85,31 @@ def test_multilabel_run_and_predict_with_heatmap_free_csv(tiny_glass, tmp_path):
     assert set(final["thresholds"]) == {"no_defect", "chipped_edge", "scratch", "stain"}
     assert (out / "confusion_matrices.png").exists()
     preds = tmp_path / "preds.csv"
+    heatmaps = tmp_path / "maps"
     assert predict.main(["--checkpoint", str(out / "best.npz"), "--input",
-                         str(tiny_glass / "test" / "img"), "--output", str(preds), "--device", "cpu"]) == 0
+                         str(tiny_glass / "test" / "img"), "--output", str(preds), "--device", "cpu",
+                         "--heatmaps", str(heatmaps)]) == 0
     rows = list(csv.DictReader(preds.open()))
     assert len(rows) == 20
     assert list(rows[0]) == ["id", "p_no_defect", "p_chipped_edge", "p_scratch", "p_stain", "labels"]
+    expected_maps = set()
     for row in rows:
         labels = row["labels"].split(";")
         assert labels and ("no_defect" not in labels or labels == ["no_defect"])
+        expected_maps |= {f"{row['id']}_{name}.png" for name in labels if name != "no_defect"}
+    assert {p.name for p in heatmaps.glob("*.png")} == expected_maps
+    peaks = list(csv.DictReader((heatmaps / "peaks.csv").open()))
+    assert {f"{p['id']}_{p['class']}.png" for p in peaks} == expected_maps
+    assert all(0 <= float(p["peak_x"]) <= 1 and 0 <= float(p["peak_y"]) <= 1 for p in peaks)
+
+
+def test_heatmaps_need_a_multilabel_checkpoint(tiny_glass, tmp_path, capsys):
+    out = tmp_path / "bin"
+    assert run_train("--data", tiny_glass, "--img-size", 32, "--epochs", 1, "--out", out, "--device", "cpu") == 0
+    code = predict.main(["--checkpoint", str(out / "best.npz"), "--input", str(tiny_glass / "test" / "img"),
+                         "--output", str(tmp_path / "p.csv"), "--heatmaps", str(tmp_path / "maps")])
+    assert code == 2 and "multi-label checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists()
 
 
 def test_predict_binary_csv_and_unreadable_image(tiny_glass, tmp_path, capsys):
