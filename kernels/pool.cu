@@ -34,6 +34,20 @@ KERNEL(maxpool_forward)(const real* x, real* y, long long* argmax,
     FOR_EACH_LINE(line, N * C * HO, WO) {
         long long oh = line % HO;
         const real* plane = x + line / HO * H * W;
+        if (KH == 2 && KW == 2 && SW == 2) {  /* the usual 2x2 / stride 2: fixed loads the host vectorises */
+            long long top = oh * SH * W;
+            FOR_EACH_IN_RUN(ow, WO) {
+                long long at = top + 2 * ow;
+                real best_value = plane[at];
+                long long best = at;
+                if (plane[at + 1] > best_value) { best_value = plane[at + 1]; best = at + 1; }
+                if (plane[at + W] > best_value) { best_value = plane[at + W]; best = at + W; }
+                if (plane[at + W + 1] > best_value) { best_value = plane[at + W + 1]; best = at + W + 1; }
+                y[line * WO + ow] = best_value;
+                argmax[line * WO + ow] = best;
+            }
+            continue;
+        }
         FOR_EACH_IN_RUN(ow, WO) {
             long long best = oh * SH * W + ow * SW;
             real best_value = plane[best];

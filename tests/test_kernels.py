@@ -327,6 +327,8 @@ FIXED_CASES = {
                dict(N=1, C=2, H=6, W=9, KH=5, KW=3, SH=1, SW=2, PH=2, PW=0),
                dict(N=2, C=3, H=40, W=40, KH=3, KW=3, SH=1, SW=1, PH=1, PW=1)],
     "maxpool_forward": [dict(N=2, C=3, H=7, W=9, KH=2, KW=2, SH=2, SW=2),
+                        dict(N=2, C=2, H=8, W=10, KH=2, KW=2, SH=2, SW=2, ties=True),
+                        dict(N=1, C=2, H=7, W=9, KH=2, KW=2, SH=1, SW=2, ties=True),
                         dict(N=1, C=2, H=9, W=8, KH=3, KW=3, SH=1, SW=2, ties=True),
                         dict(N=4, C=4, H=64, W=64, KH=2, KW=2, SH=2, SW=2)],
     "maxpool_backward": [dict(N=2, C=3, H=7, W=9, KH=2, KW=2, SH=2, SW=2),
