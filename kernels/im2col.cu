@@ -74,11 +74,10 @@ KERNEL(col2im)(const real* col, real* x,
             long long oh = th / SH;
             for (long long kj = 0; kj < KW; ++kj) {
                 const real* src = col + ((((c * KH + ki) * KW + kj) * N + n) * HO + oh) * WO;
-                if (SW == 1) {  /* the common case needs no division per pixel */
-                    FOR_EACH_IN_RUN(w, W) {
-                        long long ow = w + PW - kj;
-                        if (ow >= 0 && ow < WO) out[w] += src[ow];
-                    }
+                if (SW == 1) {  /* contiguous reads over the covered range, which the host vectorises */
+                    const real* shifted = src + PW - kj;
+                    long long first = gc_maxll(kj - PW, 0), end = gc_minll(WO + kj - PW, W);
+                    FOR_EACH_IN_RUN(w, W) out[w] += (w >= first && w < end) ? shifted[w] : (real)0;
                 } else {
                     FOR_EACH_IN_RUN(w, W) {
                         long long tw = w + PW - kj;
