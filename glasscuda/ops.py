@@ -80,11 +80,18 @@ def col2im(be, col, geometry: ConvGeometry):
     return x
 
 
+def swap_outer_axes(be, x, A, B, L):
+    """[A, B, L] -> a new contiguous [B, A, L] (the GEMM layout <-> NCHW transpose)."""
+    y = be.xp.empty((B, A, L), dtype=x.dtype)
+    be.launch("swap_outer_axes", x=be.xp.ascontiguousarray(x), y=y, A=A, B=B, L=L)
+    return y
+
+
 def conv2d_forward(be, x, weight, bias, stride=1, padding=0):
     """y = conv(x, weight) + bias. Returns (y [N, O, HO, WO], col) — col is kept for backward.
 
     One GEMM for the whole batch gives channel-major [O, N, HO*WO]; the bias
-    is added there (contiguous per channel) and one copy restores NCHW.
+    is added there (contiguous per channel) and swap_outer_axes restores NCHW.
     """
     g = ConvGeometry.of(x.shape, weight.shape, stride, padding)
     col = im2col(be, x, g)
@@ -92,16 +99,14 @@ def conv2d_forward(be, x, weight, bias, stride=1, padding=0):
     y = be.xp.matmul(weight.reshape(O, -1), col)          # [O, N*HO*WO]
     if bias is not None:
         be.launch("bias_add", x=y, b=bias, y=y, N=1, C=O, S=g.N * g.HO * g.WO)
-    y = be.xp.ascontiguousarray(y.reshape(O, g.N, g.HO, g.WO).transpose(1, 0, 2, 3))
-    return y, col
+    return swap_outer_axes(be, y, O, g.N, g.HO * g.WO).reshape(g.N, O, g.HO, g.WO), col
 
 
 def conv2d_backward(be, dy, col, x_shape, weight, stride=1, padding=0, need_dx=True):
     """Gradients of conv2d_forward: (dx or None, dweight, dbias)."""
     g = ConvGeometry.of(x_shape, weight.shape, stride, padding)
     O = weight.shape[0]
-    dy = be.xp.ascontiguousarray(dy.reshape(g.N, O, g.HO * g.WO).transpose(1, 0, 2))
-    dy = dy.reshape(O, g.N * g.HO * g.WO)                 # channel-major, as the forward GEMM
+    dy = swap_outer_axes(be, dy, g.N, O, g.HO * g.WO).reshape(O, -1)   # channel-major, as the forward GEMM
     dweight = be.xp.matmul(dy, col.T).reshape(weight.shape)
     dbias = be.xp.empty(O, dtype=dy.dtype)
     be.launch("bias_grad", dy=dy, db=dbias, N=1, C=O, S=g.N * g.HO * g.WO)

@@ -143,6 +143,11 @@ def bias_grad(dy):
     return dy.sum(axis=tuple(i for i in range(dy.ndim) if i != 1))
 
 
+def swap_outer_axes(x):
+    """[A, B, ...] -> [B, A, ...]."""
+    return np.ascontiguousarray(np.swapaxes(_f64(x)[0], 0, 1))
+
+
 def linear(x, weight, bias=None):
     x, weight = _f64(x, weight)
     y = x @ weight.T

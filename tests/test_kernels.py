@@ -213,6 +213,12 @@ def run_bias_grad(be, dtype, rng, N, C, S):
     return [Result("db", out["db"], ref.bias_grad(dy))]
 
 
+def run_swap_outer_axes(be, dtype, rng, A, B, L):
+    x = normal(rng, (A, B, L), dtype)
+    out = launch(be, "swap_outer_axes", dtype, {"x": x}, {"y": (B, A, L)}, A=A, B=B, L=L)
+    return [Result("y", out["y"], ref.swap_outer_axes(x))]
+
+
 def bce_logits(rng, n, dtype, scale=4.0):
     """Logits around 0 plus some far out where the clamp bites, none near the clamp's edge."""
     z = scale * rng.standard_normal(n)
@@ -311,7 +317,7 @@ RUNNERS = {
     "global_avgpool_forward": run_global_avgpool_forward,
     "global_avgpool_backward": run_global_avgpool_backward,
     "relu_forward": run_relu_forward, "relu_backward": run_relu_backward,
-    "bias_add": run_bias_add, "bias_grad": run_bias_grad,
+    "bias_add": run_bias_add, "bias_grad": run_bias_grad, "swap_outer_axes": run_swap_outer_axes,
     "bce_with_logits": run_bce_with_logits, "focal_with_logits": run_focal_with_logits,
     "softmax_cross_entropy": run_softmax_cross_entropy, "adam_update": run_adam_update,
     "flip_rotate90": run_flip_rotate90, "rotate_bilinear": run_rotate_bilinear,
@@ -343,6 +349,8 @@ FIXED_CASES = {
     "relu_forward": [dict(n=101), dict(n=40001)],
     "relu_backward": [dict(n=101), dict(n=40001)],
     "bias_add": [dict(N=2, C=3, S=35), dict(N=8, C=5, S=1), dict(N=2, C=16, S=1024)],
+    "swap_outer_axes": [dict(A=3, B=5, L=7), dict(A=1, B=4, L=1), dict(A=4, B=1, L=3),
+                        dict(A=16, B=32, L=1024)],
     "bias_grad": [dict(N=2, C=3, S=35), dict(N=8, C=5, S=1), dict(N=4, C=3, S=5000)],
     "bce_with_logits": [dict(n=257), dict(n=257, soft=True), dict(n=20000, scale=1.0)],
     "focal_with_logits": [dict(N=33, K=4, gamma=0.0), dict(N=33, K=4, gamma=1.0),

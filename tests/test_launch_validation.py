@@ -29,6 +29,7 @@ VALID_SCALARS = {
     "relu_backward": dict(n=5),
     "bias_add": dict(N=2, C=3, S=4),
     "bias_grad": dict(N=2, C=3, S=4),
+    "swap_outer_axes": dict(A=2, B=3, L=4),
     "bce_with_logits": dict(n=5, eps=1e-7, scale=0.2),
     "focal_with_logits": dict(N=2, K=3, gamma=2.0, scale=1.0),
     "softmax_cross_entropy": dict(N=2, K=3, scale=0.5),

@@ -98,6 +98,8 @@ KERNELS: dict[str, Kernel] = {k.name: k for k in (
            threads="N * C * S", may_alias=(("x", "y"),)),
     Kernel("bias_grad", "activation.cu",
            (In("dy", "N * C * S"), Out("db", "C")), ("N", "C", "S"), threads="C"),
+    Kernel("swap_outer_axes", "layout.cu",
+           (In("x", "A * B * L"), Out("y", "A * B * L")), ("A", "B", "L"), threads="A * B * L"),
     Kernel("bce_with_logits", "loss.cu",
            (In("z", "n"), In("y", "n"), Out("loss", "n"), Out("grad", "n")), ("n",),
            ("eps", "scale"), threads="n", checks=("0 < eps < 0.5",)),
