@@ -33,7 +33,7 @@ from sklearn.exceptions import UndefinedMetricWarning
 
 from glasscuda import calibration, metrics
 from glasscuda.data.dataset import location_box
-from glasscuda.heatmaps import PEAK_COLUMNS, inside_box
+from glasscuda.heatmaps import inside_box
 from glasscuda.reports import (
     format_value,
     markdown_table,
@@ -937,6 +937,9 @@ def heatmap_localisation(path: str | Path, annotations: Annotations) -> dict:
     class has at least one located box there; it is a hit when it lies inside
     one of them.
     """
+    if not annotations.boxes:
+        raise EvaluationError(f"--heatmap-peaks needs the defects' boxes: give a dataset root as "
+                              f"--annotations ({annotations.path} carries labels only)")
     header, rows = _read_csv(path)
     hint = "expected the peaks.csv written by python -m glasscuda.predict --heatmaps"
     index = {name: _column_index(path, header, name, hint) for name in ("id", "class", "peak_x", "peak_y")}

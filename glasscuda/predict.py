@@ -25,9 +25,9 @@ from .backend import get_backend
 from .checkpoint import CheckpointError, load_model
 from .data.dataset import IMAGE_SUFFIXES, DatasetError, load_images
 from .data.sampling import Normalizer
-from .reports import write_csv_atomic
 from .heatmaps import write_heatmaps
 from .models import sigmoid
+from .reports import write_csv_atomic
 from .tasks.multilabel import NO_DEFECT, decide
 from .training import predict_logits
 

@@ -1,4 +1,6 @@
 """Class activation map overlays and peaks, and scoring peaks against boxes."""
+import json
+
 import numpy as np
 import pytest
 
@@ -108,7 +110,6 @@ def test_evaluate_scores_peaks_inside_true_boxes(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "## Heatmap localisation" in out
-    import json
     result = json.loads((tmp_path / "report" / "report.json").read_text())["heatmaps"]
     assert (result["scored"], result["inside"]) == (3, 2)
     assert result["rate"] == pytest.approx(2 / 3)
@@ -125,3 +126,14 @@ def test_evaluate_peaks_with_an_unknown_class_names_the_file_and_line(tmp_path, 
     code = evaluate.main(["--predictions", str(preds), "--annotations", str(root), "--heatmap-peaks", str(peaks)])
     err = capsys.readouterr().err
     assert code == 2 and "peaks.csv" in err and "line 2" in err and "crack" in err
+
+
+def test_evaluate_peaks_need_annotations_with_boxes(tmp_path, capsys):
+    peaks = tmp_path / "peaks.csv"
+    peaks.write_text("id,class,probability,peak_x,peak_y\ng1,scratch,0.9,0.3,0.2\n")
+    truth = tmp_path / "truth.csv"
+    truth.write_text("id,labels\ng1,scratch\ng2,\n")
+    preds = tmp_path / "preds.csv"
+    preds.write_text("id,probability\ng1,0.9\ng2,0.2\n")
+    code = evaluate.main(["--predictions", str(preds), "--annotations", str(truth), "--heatmap-peaks", str(peaks)])
+    assert code == 2 and "dataset root" in capsys.readouterr().err
