@@ -26,6 +26,7 @@ import pytest
 
 from glasscuda.models import BACKBONE, DOWNSAMPLE
 from glasscuda.ops import ConvGeometry
+from glasscuda.reference import rel_err
 
 BATCH = 32
 IMAGE = 128
@@ -135,20 +136,6 @@ def import_torch(peer: str):
 
 
 # Checks ----------------------------------------------------------------------
-
-def rel_err(actual, expected) -> float:
-    """max|actual - expected| / max|expected| (NaN anywhere gives NaN)."""
-    a = np.asarray(actual, dtype=np.float64)
-    b = np.asarray(expected, dtype=np.float64)
-    if a.shape != b.shape:
-        raise AssertionError(f"shape {a.shape} != expected shape {b.shape}")
-    if a.size == 0:
-        return 0.0
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        return float("nan")
-    scale = max(float(np.max(np.abs(b))), np.finfo(np.float64).tiny)
-    return float(np.max(np.abs(a - b))) / scale
-
 
 def assert_close(actual, expected, tol: float, what: str) -> None:
     """Fail unless ``actual`` matches the reference ``expected`` within relative error ``tol``."""

@@ -221,6 +221,19 @@ def _check_unique(path: str | Path, ids: list[str], raw_ids: list[str], where: l
     )
 
 
+def _read_ids(path: str | Path, rows: list[tuple[int, list[str]]], id_index: int) -> tuple[list[str], list[str]]:
+    """(normalised ids, ids as written) of a CSV's rows; empty or duplicate ids are errors."""
+    raw_ids = []
+    for line, cells in rows:
+        raw = cells[id_index].strip()
+        if not raw:
+            raise EvaluationError(f"{path}: line {line}: empty id")
+        raw_ids.append(raw)
+    ids = [normalise_id(raw) for raw in raw_ids]
+    _check_unique(path, ids, raw_ids, [f"line {line}" for line, _ in rows])
+    return ids, raw_ids
+
+
 def _class_named_by(column: str) -> str | None:
     """The truth class a score column is named after (``p_scratch`` → ``scratch``)."""
     name = column.strip().lower()
@@ -337,16 +350,8 @@ def load_predictions(
         raise EvaluationError(f"{path}: no prediction rows after the header")
 
     indices = [header.index(column) for column in columns]
-    raw_ids, scores, places = [], [], []
-    for line, cells in rows:
-        raw = cells[id_index].strip()
-        if not raw:
-            raise EvaluationError(f"{path}: line {line}: empty id")
-        raw_ids.append(raw)
-        places.append(f"line {line}")
-        scores.append([_parse_score(path, line, c, cells[i]) for c, i in zip(columns, indices)])
-    ids = [normalise_id(raw) for raw in raw_ids]
-    _check_unique(path, ids, raw_ids, places)
+    ids, raw_ids = _read_ids(path, rows, id_index)
+    scores = [[_parse_score(path, line, c, cells[i]) for c, i in zip(columns, indices)] for line, cells in rows]
 
     stored = None
     if task == "binary" and "label" in header:
@@ -485,16 +490,8 @@ def _load_annotation_csv(path: Path, id_column: str) -> Annotations:
     label_index = _column_index(path, header, "labels", "an annotation CSV needs columns id,labels")
     if not rows:
         raise EvaluationError(f"{path}: no annotation rows after the header")
-    raw_ids, defects, places = [], [], []
-    for line, cells in rows:
-        raw = cells[id_index].strip()
-        if not raw:
-            raise EvaluationError(f"{path}: line {line}: empty id")
-        raw_ids.append(raw)
-        places.append(f"line {line}")
-        defects.append(_parse_label_cell(path, line, cells[label_index]))
-    ids = [normalise_id(raw) for raw in raw_ids]
-    _check_unique(path, ids, raw_ids, places)
+    ids, raw_ids = _read_ids(path, rows, id_index)
+    defects = [_parse_label_cell(path, line, cells[label_index]) for line, cells in rows]
     return Annotations(
         path=str(path),
         description=f"annotation CSV {path} ({len(rows)} rows)",

@@ -13,6 +13,26 @@ def _f64(*arrays):
     return [np.asarray(a, dtype=np.float64) for a in arrays]
 
 
+def rel_err(actual, expected) -> float:
+    """Relative error of ``actual`` against an oracle: max|a - b| / max(max|b|, tiny).
+
+    The denominator is the largest magnitude of the expected array (not of each
+    element), so elements near zero do not blow the error up; ``tiny`` is the
+    smallest normal float64 and only matters when the expected array is all
+    zeros. NaN anywhere in ``actual`` (a poisoned element left unwritten)
+    gives NaN, which fails every ``<=`` comparison.
+    """
+    a, b = _f64(actual, expected)
+    if a.shape != b.shape:
+        raise AssertionError(f"shape {a.shape} != expected shape {b.shape}")
+    if a.size == 0:
+        return 0.0
+    if np.isnan(a).any() or np.isnan(b).any():
+        return float("nan")
+    scale = max(float(np.max(np.abs(b))), np.finfo(np.float64).tiny)
+    return float(np.max(np.abs(a - b))) / scale
+
+
 def conv_output_size(size, kernel, stride, padding):
     return (size + 2 * padding - kernel) // stride + 1
 

@@ -8,7 +8,7 @@ Fixtures
 Helpers (import them with ``from conftest import ...``)
     poisoned(shape, dtype)   an output buffer every element of which is wrong:
                              NaN for real arrays, POISON_INT for int64 arrays
-    rel_err(a, b)            max|a - b| / max(max|b|, tiny)
+    rel_err(a, b)            max|a - b| / max(max|b|, tiny)  (glasscuda.reference.rel_err)
 
 Hypothesis profiles: ``glasscuda`` (the default) and ``sanitizer`` (fewer
 examples, for the slow instrumented run); pick one with the environment
@@ -24,9 +24,9 @@ import pytest
 from hypothesis import settings
 
 from glasscuda.backend import get_backend, gpu_available
+from glasscuda.reference import rel_err  # noqa: F401  (the tests import it from here)
 
 POISON_INT = -7
-TINY = np.finfo(np.float64).tiny
 
 settings.register_profile("glasscuda", max_examples=20, deadline=None, derandomize=True)
 settings.register_profile("sanitizer", max_examples=4, deadline=None, derandomize=True)
@@ -47,25 +47,6 @@ def poisoned(shape, dtype) -> np.ndarray:
     raise TypeError(f"no poison value for dtype {dtype}")
 
 
-def rel_err(actual, expected) -> float:
-    """Relative error of ``actual`` against ``expected``: max|a - b| / max(max|b|, tiny).
-
-    The denominator is the largest magnitude of the expected array (not of each
-    element), so elements near zero do not blow the error up; ``tiny`` is the
-    smallest normal float64 and only matters when the expected array is all
-    zeros. NaN anywhere in ``actual`` (a poisoned element left unwritten)
-    gives NaN, which fails every ``<=`` comparison.
-    """
-    a = np.asarray(actual, dtype=np.float64)
-    b = np.asarray(expected, dtype=np.float64)
-    if a.shape != b.shape:
-        raise AssertionError(f"shape {a.shape} != expected shape {b.shape}")
-    if a.size == 0:
-        return 0.0
-    if np.isnan(a).any() or np.isnan(b).any():
-        return float("nan")
-    scale = max(float(np.max(np.abs(b))), TINY)
-    return float(np.max(np.abs(a - b))) / scale
 
 
 @pytest.fixture(scope="session")
