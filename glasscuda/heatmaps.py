@@ -1,11 +1,13 @@
 """Where is the defect: class activation maps as overlays and peak locations.
 
-:meth:`glasscuda.models.MultiLabelNet.class_activation_maps` gives one coarse
-map per class (S/16 × S/16). Here a map is upsampled bilinearly to the image
-(PyTorch's ``align_corners=False`` convention), its peak is located, and an
-overlay PNG shows it on the glass. ``peaks.csv`` lists each peak in the same
-normalised coordinates as the YOLO boxes of the label files, so
-``python -m glasscuda.evaluate --heatmap-peaks`` can score it against them.
+:meth:`glasscuda.models.MultiLabelNet.dense_class_activation_maps` gives one
+map per class on a grid 4 pixels apart (the pooled head alone gives one cell
+per 16 pixels). The peak is the centre of the map's hottest cell; for the
+overlay PNG the map is upsampled bilinearly to the image (PyTorch's
+``align_corners=False`` convention) and drawn on the glass. ``peaks.csv``
+lists each peak in the same normalised coordinates as the YOLO boxes of the
+label files, so ``python -m glasscuda.evaluate --heatmap-peaks`` can score it
+against them.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from .reports import write_bytes_atomic, write_csv_atomic
 
 PEAK_COLUMNS = ("id", "class", "probability", "peak_x", "peak_y")
 OVERLAY_ALPHA = 0.45
+# Pixels between neighbouring cells of the maps (a divisor of the backbone's 16).
+MAP_STEP = 4
 
 
 def _source_coordinates(n_out: int, n_in: int):
@@ -41,7 +45,7 @@ def upsample_bilinear(maps: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def peak_location(heat: np.ndarray) -> tuple[float, float]:
-    """Normalised (x, y) of the centre of the hottest pixel of a [H, W] map."""
+    """Normalised (x, y) of the centre of the hottest cell of a [H, W] map."""
     row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
     return (col + 0.5) / heat.shape[1], (row + 0.5) / heat.shape[0]
 
@@ -108,11 +112,13 @@ def write_heatmaps(model, images, ids, class_names, probabilities, predicted, no
         wanted = predicted[start:start + batch_size]
         if not wanted.any():
             continue
-        _, cams = model.class_activation_maps(be.asarray(normalizer(batch, model.dtype)))
-        cams = be.to_numpy(cams)
+        mapped = np.flatnonzero(wanted.any(axis=1))      # the maps cost 16 passes: only where needed
+        cams = be.to_numpy(model.dense_class_activation_maps(
+            be.asarray(normalizer(batch[mapped], model.dtype)), step=MAP_STEP))
         for n, k in zip(*np.nonzero(wanted)):
-            heat = upsample_bilinear(cams[n, k], *batch.shape[2:])
-            x, y = peak_location(heat)
+            cam = cams[np.searchsorted(mapped, n), k]
+            x, y = peak_location(cam)
+            heat = upsample_bilinear(cam, *batch.shape[2:])
             index = start + n
             write_bytes_atomic(out_dir / f"{ids[index]}_{class_names[k]}.png",
                                _png_bytes(overlay(batch[n].mean(axis=0), heat)))

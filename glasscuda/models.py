@@ -8,7 +8,8 @@
 ``MultiLabelNet`` (which defects?): the same conv backbone, global average
 pooling and one Linear to one logit per class. Because the head is linear on
 pooled features, ``class_activation_maps`` can say where on the glass each
-class's evidence lies (Zhou et al., 2016).
+class's evidence lies (Zhou et al., 2016). ``with_dense_head`` puts the
+binary detector's head on its backbone, for the warm-up of its recipe.
 
 Both return logits; probabilities are ``sigmoid`` of them.
 
@@ -35,6 +36,11 @@ def conv_backbone(in_channels: int, rng) -> list[Module]:
         layers += [Conv2d(channels, out_channels, k, padding=k // 2, rng=rng), ReLU(), MaxPool2d(2)]
         channels = out_channels
     return layers
+
+
+def dense_head(in_features: int, n_outputs: int, rng) -> list[Module]:
+    """The binary detector's head: Flatten -> Linear(in, 128) -> ReLU -> Linear(128, n_outputs)."""
+    return [Flatten(), Linear(in_features, 128, rng=rng), ReLU(), Linear(128, n_outputs, rng=rng)]
 
 
 def sigmoid(xp, z):
@@ -83,9 +89,7 @@ class BinaryDetector(_Network):
             raise ValueError(f"image_size must be a multiple of {DOWNSAMPLE}, got {image_size}")
         rng = np.random.default_rng(seed)
         side = image_size // DOWNSAMPLE
-        body = Sequential(*conv_backbone(in_channels, rng), Flatten(),
-                          Linear(BACKBONE[-1][0] * side * side, 128, rng=rng), ReLU(),
-                          Linear(128, 1, rng=rng))
+        body = Sequential(*conv_backbone(in_channels, rng), *dense_head(BACKBONE[-1][0] * side * side, 1, rng))
         super().__init__(body, {"in_channels": in_channels, "image_size": image_size})
 
 
@@ -104,6 +108,17 @@ class MultiLabelNet(_Network):
         super().__init__(body, {"in_channels": in_channels, "n_classes": n_classes,
                                 "image_size": image_size})
         self.n_backbone_layers = len(body) - 2
+
+    def with_dense_head(self, *, seed: int | None = 0) -> Sequential:
+        """This network's backbone (the same layer objects) under the binary detector's dense head.
+
+        One output per class. Training the returned network trains this
+        network's backbone in place; the multi-label recipe does so before
+        training the pooled head (see :mod:`glasscuda.tasks.multilabel`).
+        """
+        side = self._config["image_size"] // DOWNSAMPLE
+        head = dense_head(BACKBONE[-1][0] * side * side, self._config["n_classes"], np.random.default_rng(seed))
+        return Sequential(*self.body.layers[:self.n_backbone_layers], *head).to(self.backend, self.dtype)
 
     def class_activation_maps(self, x):
         """Per-class evidence maps [N, K, S/16, S/16]: head weights applied to the last feature maps.
@@ -126,6 +141,47 @@ class MultiLabelNet(_Network):
             return cams.mean(axis=(2, 3)), cams
         finally:
             self.train(was_training)
+
+    def dense_class_activation_maps(self, x, step: int = 4):
+        """Class activation maps on a grid ``step`` pixels apart instead of 16 ("shift and stitch").
+
+        The backbone sees the image through cells of 16 pixels. Padding the
+        image by ``s`` pixels on the top (left) and ``16 - s`` on the bottom
+        (right), edge values repeated, moves those cells by ``s``; one pass
+        per shift, ``(16 / step)**2`` passes in all, fills a map [N, K,
+        H/step, W/step] whose entry (i, j) is the map of the 16-pixel cell
+        centred on pixel ((i + 0.5) * step, (j + 0.5) * step). A chip on the
+        panel's edge is a few pixels tall; the 16-pixel grid cannot say
+        which side of a cell border it lies on, this one can.
+        """
+        if step < 1 or DOWNSAMPLE % step:
+            raise ValueError(f"step must divide {DOWNSAMPLE}, got {step}")
+        xp = self.backend.xp
+        N, _, H, W = x.shape
+        if H % step or W % step:
+            raise ValueError(f"the image sides ({H}x{W}) must be multiples of step {step}")
+
+        def cells(n_out):
+            """Shift and padded-map cell of each output position along one axis."""
+            centres = (np.arange(n_out) + 0.5) * step
+            shifts = ((DOWNSAMPLE // 2 - centres) % DOWNSAMPLE).astype(np.int64)
+            return shifts, ((centres - DOWNSAMPLE // 2 + shifts) // DOWNSAMPLE).astype(np.int64)
+
+        row_shift, row_cell = cells(H // step)
+        col_shift, col_cell = cells(W // step)
+        dense = None
+        for sy in np.unique(row_shift):
+            rows = np.flatnonzero(row_shift == sy)
+            for sx in np.unique(col_shift):
+                cols = np.flatnonzero(col_shift == sx)
+                padded = xp.pad(x, ((0, 0), (0, 0), (int(sy), DOWNSAMPLE - int(sy)),
+                                    (int(sx), DOWNSAMPLE - int(sx))), mode="edge")
+                _, cams = self.class_activation_maps(xp.ascontiguousarray(padded))
+                if dense is None:
+                    dense = xp.empty((N, cams.shape[1], H // step, W // step), dtype=cams.dtype)
+                picked = cams[:, :, xp.asarray(row_cell[rows])][:, :, :, xp.asarray(col_cell[cols])]
+                dense[:, :, xp.asarray(rows)[:, None], xp.asarray(cols)[None, :]] = picked
+        return dense
 
 
 class CifarNet(_Network):

@@ -18,13 +18,17 @@ import time
 
 from .backend import get_backend
 from .checkpoint import CheckpointError
+from .data.augment import Augment
 from .tasks.common import UsageError
 from .training import RunFiles
 
 TASK_DEFAULTS = {
-    "binary": {"img_size": 128, "epochs": 50, "lr": 1e-3, "batch_size": 32, "out": "runs/binary"},
-    "multilabel": {"img_size": 256, "epochs": 15, "lr": 1e-3, "batch_size": 32, "out": "runs/multilabel"},
-    "cifar10": {"img_size": 32, "epochs": 10, "lr": 1e-3, "batch_size": 64, "out": "runs/cifar10"},
+    "binary": {"img_size": 128, "epochs": 50, "lr": 1e-3, "batch_size": 32, "out": "runs/binary",
+               "synthetic_train": 2000},
+    "multilabel": {"img_size": 128, "epochs": 9, "lr": 1e-3, "batch_size": 32, "out": "runs/multilabel",
+                   "synthetic_train": 6000},
+    "cifar10": {"img_size": 32, "epochs": 10, "lr": 1e-3, "batch_size": 64, "out": "runs/cifar10",
+                "synthetic_train": None},
 }
 
 
@@ -57,12 +61,12 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
                              "(default: the synthetic glass set); for cifar10 (required): the "
                              "cifar-10-batches-py folder or its parent")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/<task>)")
-    parser.add_argument("--epochs", type=int, help="maximum epochs (binary 50, multilabel 15, cifar10 10; early stopping "
+    parser.add_argument("--epochs", type=int, help="maximum epochs (binary 50, multilabel 9, cifar10 10; early stopping "
                              "after 8 epochs without a better validation F1 may end sooner)")
     parser.add_argument("--batch-size", type=int, help="images per batch (glass tasks 32, cifar10 64)")
     parser.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
     parser.add_argument("--img-size", type=int, help="images are resized to this square size "
-                                                     "(multiple of 16; binary 128, multilabel 256, cifar10 32)")
+                                                     "(multiple of 16; binary 128, multilabel 128, cifar10 32)")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                         help="auto: the GPU when CuPy and a CUDA device answer, else the CPU")
     parser.add_argument("--seed", type=int, default=0,
@@ -73,9 +77,15 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
                         help="stop at the first unreadable image or malformed label line "
                              "instead of skipping it with a warning")
     parser.add_argument("--cache-dir", metavar="DIR", help="where the synthetic set is cached")
+    parser.add_argument("--synthetic-train", type=int, metavar="N",
+                        help="training images of the synthetic set, one in ten defective "
+                             "(binary 2000, multilabel 6000; ignored with --data)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     multilabel = parser.add_argument_group(
-        "multilabel task", _wrapped("Predicted defects are the classes that reach their own threshold "
+        "multilabel task", _wrapped("The backbone first trains under the binary detector's dense head "
+        "(--warmup-epochs), then the pooled head (global average pooling, one Linear) trains on it with "
+        "AdamW and warm restarts. "
+        "Predicted defects are the classes that reach their own threshold "
         "(searched on validation); when none does, the image is 'no_defect'; when 'no_defect' "
         "passes together with a defect, the defect is reported."))
     multilabel.add_argument("--gamma", type=float, default=2.0, help="focal loss gamma (default 2)")
@@ -83,12 +93,26 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
                             help="positive weights for no_defect,chipped_edge,scratch,stain "
                                  "(default: inverse class frequency in the training batches)")
     multilabel.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW decay (default 0.01)")
-    multilabel.add_argument("--t0", type=int, default=5, help="warm-restart period T_0 in epochs (default 5)")
+    multilabel.add_argument("--warmup-epochs", type=int, default=10, metavar="N",
+                            help="epochs that first train the backbone under the binary detector's dense "
+                                 "head (one output per class) before the pooled head takes over; 0 skips "
+                                 "it (default 10)")
+    multilabel.add_argument("--t0", type=int, default=3, help="warm-restart period T_0 in epochs (default 3)")
     multilabel.add_argument("--t-mult", type=int, default=2, help="period multiplier T_mult (default 2)")
     multilabel.add_argument("--eta-min", type=float, default=1e-5, help="lowest learning rate (default 1e-5)")
     multilabel.add_argument("--channels", type=int, choices=(1, 3), default=1, help="1 grayscale, 3 RGB")
     multilabel.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                             help="validate and test on the mean of the image and its flips (default on)")
+    defaults = Augment()
+    for flag, what in (("flip", "a left-right flip, an up-down flip or both"),
+                       ("rotate", f"a rotation within +-{defaults.max_angle:g} degrees"),
+                       ("jitter", "brightness/contrast jitter"),
+                       ("sharpness", "sharpening"),
+                       ("noise", "Gaussian noise"),
+                       ("erase", f"erasing a random box of up to {defaults.erase_fraction * 100:g}%% of the image")):
+        default = getattr(defaults, f"p_{flag}")
+        multilabel.add_argument(f"--aug-{flag}", type=float, default=default, metavar="P",
+                                help=f"probability of {what} per training image (default {default})")
     cifar10 = parser.add_argument_group(
         "cifar10 task", _wrapped("Adam, softmax cross-entropy; defaults 10 epochs, batch 64, lr 1e-3. 5000 "
         "training images (drawn by --seed) are held out for validation and the epoch with the best "
@@ -107,6 +131,10 @@ def parse_args(argv=None) -> argparse.Namespace:
             setattr(args, key, value)
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
         parser.error("--epochs and --batch-size must be >= 1 and --lr > 0")
+    if args.warmup_epochs < 0:
+        parser.error(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
+    if args.synthetic_train is not None and args.synthetic_train < 10:
+        parser.error(f"--synthetic-train must be at least 10 (one image in ten is defective), got {args.synthetic_train}")
     if args.img_size < 16 or args.img_size % 16:
         parser.error(f"--img-size must be a positive multiple of 16, got {args.img_size}")
     return args

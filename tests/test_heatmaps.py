@@ -61,8 +61,11 @@ def test_heatmap_peaks_on_a_planted_pattern(tmp_path, top, left):
     peaks = write_heatmaps(model, images, ["planted", "other"], ["no_defect", "a", "pattern", "b"], probs,
                            predicted, Normalizer([0.0], [1.0]), tmp_path)
     assert [(p.id, p.class_name) for p in peaks] == [("planted", "pattern"), ("other", "pattern")]
-    box = ((left + 3) / 64, (top + 3) / 64, 16 / 64, 16 / 64)     # the 16-pixel cell the pattern sits in
-    assert inside_box(peaks[0].x, peaks[0].y, box), (peaks[0].x * 64, peaks[0].y * 64)
+    # The maps' cells are 16 pixels wide with centres 4 apart (2, 6, 10, ...). Every cell that
+    # overlaps the pattern reads 1; the hottest is the first of them, row-major.
+    first_centre = lambda start: next(c for c in range(2, 64, 4) if c + 8 > start)  # noqa: E731
+    assert (peaks[0].x * 64, peaks[0].y * 64) == (first_centre(left), first_centre(top))
+    box = ((left + 3) / 64, (top + 3) / 64, 22 / 64, 22 / 64)
     assert not inside_box(peaks[1].x, peaks[1].y, box)
     overlay = tmp_path / "planted_pattern.png"
     assert overlay.stat().st_size > 0 and (tmp_path / "peaks.csv").exists()

@@ -109,6 +109,48 @@ def test_class_activation_maps_average_to_the_logits(rng):
     np.testing.assert_allclose(logits, model.eval().forward(x), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("axis, shift", [(3, 4), (3, 12), (2, 8), (2, 20)])
+def test_dense_class_activation_maps_follow_the_image_step_by_step(rng, axis, shift):
+    model = MultiLabelNet(image_size=128, seed=1).to("cpu", np.float64)
+    x = rng.standard_normal((1, 1, 128, 128))
+    maps = model.dense_class_activation_maps(x, step=4)
+    assert maps.shape == (1, 4, 32, 32)
+    moved = model.dense_class_activation_maps(np.roll(x, shift, axis=axis), step=4)
+    cells = shift // 4
+    inner = slice(12, 20)                     # far enough from the edges that padding does not reach
+    if axis == 3:
+        np.testing.assert_allclose(moved[..., inner, 12 + cells:20 + cells], maps[..., inner, inner], rtol=1e-12)
+    else:
+        np.testing.assert_allclose(moved[..., 12 + cells:20 + cells, inner], maps[..., inner, inner], rtol=1e-12)
+
+
+def test_dense_maps_at_step_16_are_the_pooled_heads_maps(rng):
+    model = MultiLabelNet(image_size=128, seed=3).to("cpu", np.float64)
+    x = rng.standard_normal((2, 1, 128, 128))
+    _, coarse = model.class_activation_maps(x)
+    dense = model.dense_class_activation_maps(x, step=16)
+    # the padding sits on the bottom and right: cells out of its reach are the same
+    np.testing.assert_allclose(dense[..., :5, :5], coarse[..., :5, :5], rtol=1e-12)
+    with pytest.raises(ValueError, match="step must divide 16"):
+        model.dense_class_activation_maps(x, step=3)
+
+
+def test_dense_head_network_trains_the_multilabel_backbone_in_place(rng):
+    model = MultiLabelNet(image_size=32, seed=2)
+    dense = model.with_dense_head(seed=5)
+    backbone = model.parameters()[:-2]
+    assert dense.parameters()[:len(backbone)] == backbone
+    assert [tuple(p.shape) for p in dense.parameters()[len(backbone):]] == [(128, 64 * 2 * 2), (128,), (4, 128), (4,)]
+    x = rng.standard_normal((3, 1, 32, 32)).astype(np.float32)
+    assert dense.forward(x).shape == (3, 4)
+    before = model.state_dict()
+    dense.backward(np.ones((3, 4), np.float32), need_input_grad=False)
+    Adam(dense.parameters(), lr=1e-2).step()
+    after = model.state_dict()
+    changed = [name for name in before if not np.array_equal(before[name], after[name])]
+    assert changed == [name for name in before][:-2], changed
+
+
 def test_linear_layer_gradients_accumulate_until_zero_grad(rng):
     layer = nn.Linear(3, 2, rng=rng)
     x = rng.standard_normal((4, 3)).astype(np.float32)

@@ -80,9 +80,10 @@ def test_resume_with_other_settings_is_refused(tiny_glass, tmp_path, capsys):
 def test_multilabel_run_and_predict_with_heatmaps(tiny_glass, tmp_path):
     out = tmp_path / "ml"
     assert run_train("--task", "multilabel", "--data", tiny_glass, "--img-size", 32, "--epochs", 1,
-                     "--out", out, "--device", "cpu") == 0
+                     "--warmup-epochs", 2, "--out", out, "--device", "cpu") == 0
     final = json.loads((out / "metrics.json").read_text())["final"]
     assert set(final["thresholds"]) == {"no_defect", "chipped_edge", "scratch", "stain"}
+    assert [entry["epoch"] for entry in final["warmup"]] == [1, 2]
     assert (out / "confusion_matrices.png").exists()
     preds = tmp_path / "preds.csv"
     heatmaps = tmp_path / "maps"
@@ -101,6 +102,34 @@ def test_multilabel_run_and_predict_with_heatmaps(tiny_glass, tmp_path):
     peaks = list(csv.DictReader((heatmaps / "peaks.csv").open()))
     assert {f"{p['id']}_{p['class']}.png" for p in peaks} == expected_maps
     assert all(0 <= float(p["peak_x"]) <= 1 and 0 <= float(p["peak_y"]) <= 1 for p in peaks)
+
+
+def test_multilabel_resume_after_the_warm_up_gives_the_same_result(tiny_glass, tmp_path):
+    common = ["--task", "multilabel", "--data", tiny_glass, "--img-size", 32, "--device", "cpu",
+              "--warmup-epochs", 1, "--t0", 1]
+    assert run_train(*common, "--epochs", 2, "--out", tmp_path / "straight") == 0
+    assert run_train(*common, "--epochs", 1, "--out", tmp_path / "halted") == 0
+    assert run_train(*common, "--epochs", 2, "--out", tmp_path / "halted", "--resume") == 0
+    straight = load_checkpoint(tmp_path / "straight" / "last.npz")
+    resumed = load_checkpoint(tmp_path / "halted" / "last.npz")
+    for name in straight.model_state:
+        np.testing.assert_array_equal(straight.model_state[name], resumed.model_state[name], err_msg=name)
+    assert len(resumed.header["warmup"]) == 1
+    final = json.loads((tmp_path / "halted" / "metrics.json").read_text())["final"]
+    assert final["warmup"] == resumed.header["warmup"]
+
+
+def test_an_augmentation_probability_outside_0_1_is_a_usage_error(tiny_glass, tmp_path, capsys):
+    code = run_train("--task", "multilabel", "--data", tiny_glass, "--img-size", 32, "--epochs", 1,
+                     "--out", tmp_path, "--device", "cpu", "--aug-erase", 1.5)
+    assert code == 2 and "--aug-erase must be a probability in [0, 1], got 1.5" in capsys.readouterr().err
+    assert not (tmp_path / "best.npz").exists()
+
+
+def test_negative_warmup_epochs_are_refused(capsys):
+    with pytest.raises(SystemExit) as stop:
+        train.parse_args(["--task", "multilabel", "--warmup-epochs", "-1"])
+    assert stop.value.code == 2 and "--warmup-epochs must be >= 0" in capsys.readouterr().err
 
 
 def test_heatmaps_need_a_multilabel_checkpoint(tiny_glass, tmp_path, capsys):

@@ -20,7 +20,7 @@ from ..optim import Adam, ReduceLROnPlateau
 from ..reports import write_json_atomic
 from .common import Recipe, describe, fit, fmt, load_glass_splits
 
-RUN_KEYS = ("task", "data", "img_size", "batch_size", "lr", "seed")
+RUN_KEYS = ("task", "data", "synthetic_train", "img_size", "batch_size", "lr", "seed")
 
 
 def score(y_true, probs, threshold=None) -> dict:

@@ -32,8 +32,9 @@ def resolve_data_root(args) -> Path:
         if not root.exists():
             raise UsageError(f"--data {root}: no such folder")
         return root
-    print("no --data given: using the built-in synthetic glass set", file=sys.stderr)
-    return synthetic_dataset(cache_dir=args.cache_dir, progress=not args.no_progress)
+    print(f"no --data given: using the built-in synthetic glass set ({args.synthetic_train} training images)",
+          file=sys.stderr)
+    return synthetic_dataset(cache_dir=args.cache_dir, progress=not args.no_progress, n_train=args.synthetic_train)
 
 
 def load_glass_splits(args, *, channels: int = 1) -> GlassSplits:

@@ -6,6 +6,16 @@ loss, AdamW, cosine annealing with warm restarts stepped per batch, the
 stronger augmentation of :class:`glasscuda.data.augment.Augment`, test-time
 augmentation, and one threshold per class searched on validation.
 
+Warm-up: the backbone is first trained for ``--warmup-epochs`` under the
+binary detector's dense head (one output per class), then the pooled head
+takes over. Through global average pooling a defect covering one of the 64
+cells of a 128-pixel image moves the logit by 1/64 of its local evidence, and
+from random weights the pooled network stays at chance for thousands of
+steps; the dense head sees each cell with its own weights and learns the
+defect types in a few hundred. The pooled head, trained after it on the
+warmed-up backbone, reaches the dense head's accuracy and keeps the class
+activation maps.
+
 Decision rule (what makes the outputs consistent): an image's predicted
 defects are the defect classes whose probability reaches their threshold. If
 none does, the image is predicted "no_defect". If "no_defect" also passes its
@@ -18,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import training
-from ..checkpoint import save_checkpoint
+from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data.augment import Augment
 from ..data.sampling import BalancedBatchSampler
 from ..losses import FocalLoss, inverse_frequency_weights
@@ -29,8 +39,10 @@ from ..reports import markdown_table, write_json_atomic
 from .common import Recipe, UsageError, describe, fit, fmt, load_glass_splits
 
 NO_DEFECT = "no_defect"
-RUN_KEYS = ("task", "data", "img_size", "batch_size", "lr", "seed", "gamma", "class_weights",
-            "weight_decay", "t0", "t_mult", "eta_min", "channels")
+RUN_KEYS = ("task", "data", "synthetic_train", "img_size", "batch_size", "lr", "seed", "gamma",
+            "class_weights", "weight_decay", "t0", "t_mult", "eta_min", "channels", "warmup_epochs")
+AUGMENT_FLAGS = {"aug_flip": "p_flip", "aug_rotate": "p_rotate", "aug_jitter": "p_jitter",
+                 "aug_sharpness": "p_sharpness", "aug_noise": "p_noise", "aug_erase": "p_erase"}
 
 
 def targets_of(dataset) -> np.ndarray:
@@ -68,6 +80,46 @@ def class_weights(args, sampler, targets, rng_seed) -> np.ndarray:
     return inverse_frequency_weights(targets[seen])
 
 
+def augmentation(args) -> Augment:
+    """The ``--aug-*`` probabilities as an :class:`Augment`."""
+    try:
+        return Augment(**{field: getattr(args, flag) for flag, field in AUGMENT_FLAGS.items()})
+    except ValueError as error:
+        raise UsageError(str(error).replace("p_", "--aug-", 1)) from error
+
+
+def warm_up(args, model, data, train_targets, sampler, loss_fn, augment, rng) -> list[dict]:
+    """Train ``model``'s backbone under a dense head for ``--warmup-epochs``; returns their history.
+
+    AdamW at the constant ``--lr``, the task's loss and augmentation; the
+    dense head is dropped afterwards.
+    """
+    if args.warmup_epochs == 0:
+        return []
+    network = model.with_dense_head(seed=args.seed + 2)
+    optimizer = AdamW(network.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    history = []
+    for epoch in range(1, args.warmup_epochs + 1):
+        result = training.train_epoch(
+            network, loss_fn, optimizer, data.train.images, train_targets, sampler.epoch(rng),
+            data.normalizer, rng, augment=augment, description=f"warm-up {epoch}/{args.warmup_epochs}",
+            progress=not args.no_progress)
+        train_f1 = report(result.targets, result.scores, np.full(train_targets.shape[1], 0.5),
+                          [str(k) for k in range(train_targets.shape[1])])["micro_f1"]
+        history.append({"epoch": epoch, "train_loss": result.loss, "train_micro_f1": train_f1,
+                        "seconds": result.seconds})
+        print(f"warm-up {epoch:3d}  loss {result.loss:.4f}  train micro-F1 {fmt(train_f1)}  "
+              f"{result.seconds:.0f}s", flush=True)
+    return history
+
+
+def resumed_warmup_history(files) -> list[dict]:
+    """The warm-up history kept in the checkpoint a resumed run continues from (the backbone is in its weights)."""
+    if not files.last.exists():
+        return []
+    return load_checkpoint(files.last).header.get("warmup", [])
+
+
 def table_rows(result) -> list[dict]:
     return [{"class": name, "precision": m["precision"], "recall": m["recall"], "f1": m["f1"],
              "support": m["support"], "threshold": m["threshold"]}
@@ -76,19 +128,27 @@ def table_rows(result) -> list[dict]:
 
 def run(args, be, files) -> dict:
     run_config = {k: getattr(args, k) for k in RUN_KEYS}
+    augment = augmentation(args)
+    run_config["augment"] = {field: getattr(augment, field) for field in AUGMENT_FLAGS.values()}
     data = load_glass_splits(args, channels=args.channels)
     print(f"{describe('train', data.train)}, {describe('validation', data.val)}, "
           f"{describe('test', data.test)} from {data.root}")
     names = [NO_DEFECT, *data.train.class_names]
     model = MultiLabelNet(in_channels=args.channels, n_classes=len(names), image_size=args.img_size,
                           seed=args.seed).to(be)
-    optimizer = AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = CosineAnnealingWarmRestarts(optimizer, T_0=args.t0, T_mult=args.t_mult, eta_min=args.eta_min)
     sampler = BalancedBatchSampler(data.train.is_defective, args.batch_size)
     train_targets = targets_of(data.train)
     weights = class_weights(args, sampler, train_targets, args.seed + 1)
     print("focal loss: gamma", args.gamma, "class weights",
           ", ".join(f"{n} {w:.2f}" for n, w in zip(names, weights)))
+    loss_fn = FocalLoss(weights, gamma=args.gamma, device=be)
+    if args.resume:
+        warmup_history = resumed_warmup_history(files)
+    else:
+        warmup_history = warm_up(args, model, data, train_targets, sampler, loss_fn, augment,
+                                 np.random.default_rng([args.seed, 1]))
+    optimizer = AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = CosineAnnealingWarmRestarts(optimizer, T_0=args.t0, T_mult=args.t_mult, eta_min=args.eta_min)
     val_truth = targets_of(data.val)
 
     def validate(probs, targets=None, fixed_threshold=None):
@@ -101,10 +161,11 @@ def run(args, be, files) -> dict:
         return metrics, result["micro_f1"]
 
     recipe = Recipe(
-        name="multilabel", model=model, loss_fn=FocalLoss(weights, gamma=args.gamma, device=be),
+        name="multilabel", model=model, loss_fn=loss_fn,
         optimizer=optimizer, scheduler=scheduler, sampler=sampler, train_targets=train_targets,
-        validate=validate, augment=Augment(), batch_step=scheduler.step, tta=args.tta)
-    header = {"class_names": names, "class_weights": weights.tolist(), "gamma": args.gamma}
+        validate=validate, augment=augment, batch_step=scheduler.step, tta=args.tta)
+    header = {"class_names": names, "class_weights": weights.tolist(), "gamma": args.gamma,
+              "warmup": warmup_history}
     history, stopper = fit(args, files, data, recipe, run_config, header)
 
     val_probs = training.probabilities(training.predict_logits(model, data.val.images, data.normalizer, tta=args.tta))
@@ -113,7 +174,7 @@ def run(args, be, files) -> dict:
     val = report(val_truth, val_probs, thresholds, names)
     test = report(targets_of(data.test), test_probs, thresholds, names)
     final = {"best_epoch": stopper.best_epoch, "thresholds": dict(zip(names, thresholds.tolist())),
-             "tta": args.tta, "validation": val, "test": test}
+             "tta": args.tta, "warmup": warmup_history, "validation": val, "test": test}
     training.write_metrics(files.metrics, history, final, run_config)
     write_json_atomic(files.thresholds, dict(zip(names, thresholds.tolist())))
     plot_confusion_matrices(test, files.out / "confusion_matrices.png", title="test split")
