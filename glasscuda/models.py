@@ -98,7 +98,7 @@ class MultiLabelNet(_Network):
 
     architecture = "multilabel"
 
-    def __init__(self, in_channels: int = 1, n_classes: int = 4, image_size: int = 256, *,
+    def __init__(self, in_channels: int = 1, n_classes: int = 4, image_size: int = 128, *,
                  seed: int | None = 0):
         if image_size % DOWNSAMPLE:
             raise ValueError(f"image_size must be a multiple of {DOWNSAMPLE}, got {image_size}")

@@ -15,6 +15,7 @@ import argparse
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 from .backend import get_backend
 from .checkpoint import CheckpointError
@@ -154,8 +155,12 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the last finished epoch is in {args.out}/last.npz; "
-              "continue with --resume", file=sys.stderr)
+        if (Path(args.out) / "last.npz").exists():
+            print(f"\ninterrupted: the last finished epoch is in {args.out}/last.npz; "
+                  "continue with --resume", file=sys.stderr)
+        else:
+            print("\ninterrupted before the first epoch (after any warm-up) ended: there is nothing "
+                  "to resume; run the command again without --resume", file=sys.stderr)
         return 130
     print(f"done in {time.perf_counter() - started:.0f}s; artifacts in {args.out}")
     return 0

@@ -119,6 +119,18 @@ def test_multilabel_resume_after_the_warm_up_gives_the_same_result(tiny_glass, t
     assert final["warmup"] == resumed.header["warmup"]
 
 
+def test_an_interrupt_in_the_warm_up_says_there_is_nothing_to_resume(tiny_glass, tmp_path, capsys, monkeypatch):
+    from glasscuda.tasks import multilabel
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(multilabel, "warm_up", interrupted)
+    assert run_train("--task", "multilabel", "--data", tiny_glass, "--img-size", 32, "--epochs", 1,
+                     "--out", tmp_path / "run", "--device", "cpu") == 130
+    assert "nothing to resume" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "last.npz").exists()
+
+
 def test_an_augmentation_probability_outside_0_1_is_a_usage_error(tiny_glass, tmp_path, capsys):
     code = run_train("--task", "multilabel", "--data", tiny_glass, "--img-size", 32, "--epochs", 1,
                      "--out", tmp_path, "--device", "cpu", "--aug-erase", 1.5)
