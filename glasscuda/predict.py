@@ -12,6 +12,9 @@ With --heatmaps DIR (multi-label checkpoints), DIR receives an overlay PNG
 <id>_<class>.png for each image and predicted defect, showing the class
 activation map on the glass, and peaks.csv with each map's hottest point in
 normalised image coordinates (score it with glasscuda.evaluate --heatmap-peaks).
+The maps are computed on a 4-pixel grid (16 passes of the backbone over each
+image with a predicted defect), so a peak can tell a thin chip on the panel's
+edge from the glass beside it.
 """
 from __future__ import annotations
 
