@@ -32,7 +32,7 @@ import numpy as np
 from sklearn.exceptions import UndefinedMetricWarning
 
 from glasscuda import calibration, metrics
-from glasscuda.data.dataset import location_box
+from glasscuda.glass import location_box
 from glasscuda.heatmaps import inside_box
 from glasscuda.reports import (
     format_value,

@@ -26,12 +26,12 @@ import numpy as np
 
 from .backend import get_backend
 from .checkpoint import CheckpointError, load_model
-from .data.dataset import IMAGE_SUFFIXES, DatasetError, load_images
+from .data.dataset import DatasetError, load_images
 from .data.sampling import Normalizer
+from .glass import IMAGE_PATTERNS, NO_DEFECT, decide, list_images
 from .heatmaps import write_heatmaps
 from .models import sigmoid
 from .reports import write_csv_atomic
-from .tasks.multilabel import NO_DEFECT, decide
 from .training import predict_logits
 
 
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True, metavar="FILE",
                         help="a best.npz / last.npz written by glasscuda.train")
     parser.add_argument("--input", required=True, nargs="+", metavar="DIR|FILE",
-                        help="image files and/or folders (folders: every .png/.jpg/.jpeg/.bmp inside)")
+                        help=f"image files and/or folders (folders: every {IMAGE_PATTERNS} inside)")
     parser.add_argument("--output", default="predictions.csv", metavar="CSV",
                         help="where to write the predictions (default predictions.csv)")
     parser.add_argument("--threshold", type=float,
@@ -65,9 +65,9 @@ def collect_images(inputs) -> list[Path]:
     paths = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = list_images(item)[0]
             if not found:
-                raise DatasetError(f"{item}: no images (*.png, *.jpg, *.jpeg, *.bmp) in this folder")
+                raise DatasetError(f"{item}: no images ({IMAGE_PATTERNS}) in this folder")
             paths += found
         elif item.is_file():
             paths.append(item)

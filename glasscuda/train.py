@@ -20,6 +20,7 @@ from pathlib import Path
 from .backend import get_backend
 from .checkpoint import CheckpointError
 from .data.augment import Augment
+from .glass import MULTILABEL_CLASSES
 from .tasks.common import UsageError
 from .training import RunFiles
 
@@ -91,7 +92,7 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
         "passes together with a defect, the defect is reported."))
     multilabel.add_argument("--gamma", type=float, default=2.0, help="focal loss gamma (default 2)")
     multilabel.add_argument("--class-weights", metavar="W0,W1,W2,W3",
-                            help="positive weights for no_defect,chipped_edge,scratch,stain "
+                            help=f"positive weights for {','.join(MULTILABEL_CLASSES)} "
                                  "(default: inverse class frequency in the training batches)")
     multilabel.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW decay (default 0.01)")
     multilabel.add_argument("--warmup-epochs", type=int, default=10, metavar="N",

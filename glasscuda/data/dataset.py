@@ -14,7 +14,6 @@ problem (and a closing summary of how many were skipped), or, with
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
+
+from ..glass import DEFAULT_CLASS_MAP, IMAGE_PATTERNS, IMAGE_SUFFIXES, LabelError, list_images, parse_label_text
 
 __all__ = [
     "DEFAULT_CLASS_MAP",
@@ -36,11 +37,7 @@ __all__ = [
     "stratified_split",
 ]
 
-DEFAULT_CLASS_MAP = {0: "chipped_edge", 1: "scratch", 2: "stain"}
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 LAYOUT_HINT = "point --data at a folder laid out as ROOT/{train,test}/{img,txt}"
-# Normalised coordinates may overshoot [0, 1] by this much (rounding in label tools).
-COORD_TOLERANCE = 1e-6
 # Orphan label files named in one warning before the rest are only counted.
 MAX_NAMES_LISTED = 10
 
@@ -115,99 +112,6 @@ class _ProblemError(Exception):
 # --------------------------------------------------------------------------
 
 
-def _parse_number(token: str, line_no: int, what: str) -> float:
-    try:
-        value = float(token)
-    except ValueError:
-        raise _ProblemError(f"line {line_no}: {what} {token!r} is not a number") from None
-    if not math.isfinite(value):
-        raise _ProblemError(f"line {line_no}: {what} {token!r} is not finite")
-    return value
-
-
-def _parse_class_id(token: str, line_no: int, class_map: dict) -> int:
-    try:
-        class_id = int(token)
-    except ValueError:
-        raise _ProblemError(f"line {line_no}: class id {token!r} is not an integer") from None
-    if class_id not in class_map:
-        known = ", ".join(f"{k} {v}" for k, v in sorted(class_map.items()))
-        raise _ProblemError(
-            f"line {line_no}: unknown class id {class_id} (known: {known}); "
-            "fix the label or pass a class map that includes it"
-        )
-    return class_id
-
-
-def _parse_location(tokens, line_no: int):
-    """Box (cx, cy, w, h) from a YOLO box or a polygon's bounding box; None if absent."""
-    if not tokens:
-        return None
-    if len(tokens) % 2 == 1:
-        raise _ProblemError(
-            f"line {line_no}: {len(tokens)} values after the class id; expected a box (cx cy w h) "
-            "or a polygon (an even number of coordinates, at least 3 points)"
-        )
-    if len(tokens) == 2:
-        raise _ProblemError(
-            f"line {line_no}: 2 values after the class id; expected a box (cx cy w h) or a polygon of at least 3 points"
-        )
-    values = [_parse_number(token, line_no, "coordinate") for token in tokens]
-    for value in values:
-        if not -COORD_TOLERANCE <= value <= 1.0 + COORD_TOLERANCE:
-            raise _ProblemError(
-                f"line {line_no}: coordinate {value:g} is outside [0, 1]; locations must be normalised by the image size"
-            )
-    return location_box(values)
-
-
-def location_box(values) -> tuple:
-    """(cx, cy, w, h) of a label line's location: a YOLO box (4 values) or a polygon's bounding box.
-
-    Values are normalised coordinates, clipped to [0, 1].
-    """
-    values = [min(max(float(value), 0.0), 1.0) for value in values]
-    if len(values) == 4:
-        return tuple(values)
-    xs, ys = values[0::2], values[1::2]
-    return ((min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys))
-
-
-def _parse_label_text(text: str, class_map: dict):
-    """Class ids and located boxes from the text of one label file.
-
-    Parameters
-    ----------
-    text : str
-        Contents of the label file.
-    class_map : dict
-        ``{class_id: name}`` of the accepted class ids.
-
-    Returns
-    -------
-    class_ids : list of int
-        One per non-blank line.
-    boxes : list of tuple
-        ``(class_id, cx, cy, w, h)`` for each line that carries a location.
-
-    Raises
-    ------
-    _ProblemError
-        Describing the first bad line (with its 1-based number).
-    """
-    class_ids, boxes = [], []
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        tokens = line.split()
-        if not tokens:
-            continue
-        class_id = _parse_class_id(tokens[0], line_no, class_map)
-        class_ids.append(class_id)
-        location = _parse_location(tokens[1:], line_no)
-        if location is not None:
-            boxes.append((class_id, *location))
-    return class_ids, boxes
-
-
 def _read_labels(txt_path: Path | None, class_map: dict):
     if txt_path is None:
         return [], []
@@ -215,7 +119,10 @@ def _read_labels(txt_path: Path | None, class_map: dict):
         text = txt_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise _ProblemError(f"cannot read label file: {error}") from None
-    return _parse_label_text(text, class_map)
+    try:
+        return parse_label_text(text, class_map)
+    except LabelError as error:
+        raise _ProblemError(str(error)) from None
 
 
 # --------------------------------------------------------------------------
@@ -277,16 +184,6 @@ def _split_folders(root, split: str):
     if not img_dir.is_dir():
         raise DatasetError(f"no image folder {img_dir}; {LAYOUT_HINT}")
     return img_dir, root / split / "txt"
-
-
-def _list_images(img_dir: Path):
-    """Supported images (sorted by name) and the names of other, ignored files."""
-    images, others = [], []
-    for entry in os.scandir(img_dir):
-        if entry.name.startswith(".") or not entry.is_file():
-            continue
-        (images if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES else others).append(entry.name)
-    return [img_dir / name for name in sorted(images)], sorted(others)
 
 
 def _list_labels(txt_dir: Path) -> dict:
@@ -378,9 +275,9 @@ def load_split(
     """
     image_size, class_map = _check_options(image_size, channels, class_map)
     img_dir, txt_dir = _split_folders(root, split)
-    image_paths, others = _list_images(img_dir)
+    image_paths, others = list_images(img_dir)
     if not image_paths:
-        raise DatasetError(f"no images found in {img_dir} (expected *.png, *.jpg, *.jpeg or *.bmp); {LAYOUT_HINT}")
+        raise DatasetError(f"no images found in {img_dir} (expected {IMAGE_PATTERNS}); {LAYOUT_HINT}")
     label_paths = _list_labels(txt_dir)
     image_stems = {path.stem for path in image_paths}
     orphans = sorted(label_paths[stem].name for stem in label_paths if stem not in image_stems)

@@ -36,6 +36,8 @@ from numba import njit
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..glass import DEFECT_CLASSES as CLASS_NAMES
+
 __all__ = [
     "CLASS_NAMES",
     "GENERATOR_VERSION",
@@ -46,7 +48,6 @@ __all__ = [
     "synthetic_dataset",
 ]
 
-CLASS_NAMES = ("chipped_edge", "scratch", "stain")
 GENERATOR_VERSION = 3
 
 CHIPPED_EDGE, SCRATCH, STAIN = 0, 1, 2

@@ -31,6 +31,7 @@ from .. import training
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data.augment import Augment
 from ..data.sampling import BalancedBatchSampler
+from ..glass import NO_DEFECT, decide
 from ..losses import FocalLoss, inverse_frequency_weights
 from ..metrics import multilabel_report, plot_confusion_matrices, search_thresholds_per_class
 from ..models import MultiLabelNet
@@ -38,7 +39,6 @@ from ..optim import AdamW, CosineAnnealingWarmRestarts
 from ..reports import markdown_table, write_json_atomic
 from .common import Recipe, UsageError, describe, fit, fmt, load_glass_splits
 
-NO_DEFECT = "no_defect"
 RUN_KEYS = ("task", "data", "synthetic_train", "img_size", "batch_size", "lr", "seed", "gamma",
             "class_weights", "weight_decay", "t0", "t_mult", "eta_min", "channels", "warmup_epochs")
 AUGMENT_FLAGS = {"aug_flip": "p_flip", "aug_rotate": "p_rotate", "aug_jitter": "p_jitter",
@@ -48,13 +48,6 @@ AUGMENT_FLAGS = {"aug_flip": "p_flip", "aug_rotate": "p_rotate", "aug_jitter": "
 def targets_of(dataset) -> np.ndarray:
     """[N, 1 + K] targets: no_defect, then one column per defect class."""
     return np.concatenate([(~dataset.is_defective)[:, None], dataset.labels], axis=1).astype(np.float32)
-
-
-def decide(probs: np.ndarray, thresholds) -> np.ndarray:
-    """Predicted indicators [N, 1 + K] under the module's decision rule."""
-    thresholds = np.asarray(thresholds, dtype=np.float64)
-    defects = probs[:, 1:] >= thresholds[1:]
-    return np.concatenate([~defects.any(axis=1, keepdims=True), defects], axis=1).astype(np.int64)
 
 
 def report(truth, probs, thresholds, names) -> dict:
