@@ -39,8 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m glasscuda.predict", description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, metavar="FILE",
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="FILE",
                         help="a best.npz / last.npz written by glasscuda.train")
+    source.add_argument("--onnx", metavar="FILE",
+                        help="score with onnxruntime alone, with a model written by python -m glasscuda.export "
+                             "(same CSV columns; standardisation, TTA and temperature are inside the model)")
     parser.add_argument("--input", required=True, nargs="+", metavar="DIR|FILE",
                         help=f"image files and/or folders (folders: every {IMAGE_PATTERNS} inside)")
     parser.add_argument("--output", default="predictions.csv", metavar="CSV",
@@ -58,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -76,8 +81,45 @@ def collect_images(inputs) -> list[Path]:
     return paths
 
 
+def task_probabilities(task: str, logits: np.ndarray) -> np.ndarray:
+    """Probabilities [N, K] from logits: softmax for cifar10, sigmoid per class otherwise."""
+    if task == "cifar10":
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
+    return sigmoid(np, logits)
+
+
+def prediction_rows(task: str, ids, probs: np.ndarray, header: dict, threshold=None):
+    """The CSV rows and columns of probabilities [N, K], and the decisions behind the label column.
+
+    The decision uses ``threshold`` (binary) when given, else the header's
+    threshold(s); ``header`` needs only class_names and threshold/thresholds,
+    so an exported model's metadata serves as well as a checkpoint's.
+    """
+    names = header.get("class_names", [])
+    if task == "cifar10":
+        decided = probs.argmax(axis=1)
+        rows = [{"id": i, **{f"p_{n}": float(v) for n, v in zip(names, p)}, "label": names[int(k)]}
+                for i, p, k in zip(ids, probs, decided)]
+        return rows, ["id", *[f"p_{n}" for n in names], "label"], decided
+    if task == "binary":
+        threshold = threshold if threshold is not None else header.get("threshold") or 0.5
+        decided = (probs[:, 0] >= threshold).astype(np.int64)
+        rows = [{"id": i, "probability": float(p), "label": int(d)} for i, p, d in zip(ids, probs[:, 0], decided)]
+        return rows, ["id", "probability", "label"], decided
+    thresholds = np.asarray(header.get("thresholds") or [0.5] * len(names))
+    decided = decide(probs, thresholds)
+    rows = [{"id": i, **{f"p_{n}": float(v) for n, v in zip(names, p)},
+             "labels": ";".join(n for n, on in zip(names, marks) if on)}
+            for i, p, marks in zip(ids, probs, decided)]
+    return rows, ["id", *[f"p_{n}" for n in names], "labels"], decided
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.onnx:
+        from .export.runtime import predict_main
+        return predict_main(args)
     try:
         be = get_backend(args.device)
         model, header = load_model(args.checkpoint, be)
@@ -97,31 +139,13 @@ def main(argv=None) -> int:
     logits = predict_logits(model, images, normalizer, batch_size=args.batch_size, tta=tta)
     logits = logits / np.asarray(args.temperature or header.get("temperature") or 1.0, dtype=np.float64)
     ids = [p.stem for p in kept]
-    names = header.get("class_names", [])
-    if task == "cifar10":
-        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs = exp / exp.sum(axis=1, keepdims=True)
-        rows = [{"id": i, **{f"p_{n}": float(v) for n, v in zip(names, p)}, "label": names[int(np.argmax(p))]}
-                for i, p in zip(ids, probs)]
-        columns = ["id", *[f"p_{n}" for n in names], "label"]
-    elif task == "binary":
-        probs = sigmoid(np, logits)
-        threshold = args.threshold if args.threshold is not None else header.get("threshold") or 0.5
-        rows = [{"id": i, "probability": float(p), "label": int(p >= threshold)}
-                for i, p in zip(ids, probs[:, 0])]
-        columns = ["id", "probability", "label"]
-    else:
-        probs = sigmoid(np, logits)
-        thresholds = np.asarray(header.get("thresholds") or [0.5] * len(names))
-        decided = decide(probs, thresholds)
-        rows = [{"id": i, **{f"p_{n}": float(v) for n, v in zip(names, p)},
-                 "labels": ";".join(n for n, on in zip(names, marks) if on)}
-                for i, p, marks in zip(ids, probs, decided)]
-        columns = ["id", *[f"p_{n}" for n in names], "labels"]
-        if args.heatmaps:
-            defects = decided * np.array([n != NO_DEFECT for n in names])
-            peaks = write_heatmaps(model, images, ids, names, probs, defects, normalizer, args.heatmaps)
-            print(f"wrote {len(peaks)} heatmap overlays and peaks.csv to {args.heatmaps}")
+    probs = task_probabilities(task, logits)
+    rows, columns, decided = prediction_rows(task, ids, probs, header, args.threshold)
+    if args.heatmaps:
+        names = header.get("class_names", [])
+        defects = decided * np.array([n != NO_DEFECT for n in names])
+        peaks = write_heatmaps(model, images, ids, names, probs, defects, normalizer, args.heatmaps)
+        print(f"wrote {len(peaks)} heatmap overlays and peaks.csv to {args.heatmaps}")
     write_csv_atomic(args.output, rows, columns)
     print(f"wrote {len(rows)} predictions to {args.output}"
           + (f"; skipped {len(skipped)} unreadable image(s)" if skipped else ""))

@@ -1,0 +1,138 @@
+"""Bad inputs a user can give: each is one clear line (no traceback), never a silent wrong answer."""
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from glasscuda import predict
+from glasscuda.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from glasscuda.data.sampling import Normalizer
+from glasscuda.models import BinaryDetector
+
+from PIL import Image
+
+
+# Checkpoints -----------------------------------------------------------------
+
+@pytest.fixture
+def good_checkpoint(tmp_path):
+    model = BinaryDetector(image_size=16, seed=0)
+    header = {"task": "binary", "normalization": Normalizer([0.5], [0.2]).to_dict(), "threshold": 0.4,
+              "class_names": ["defect"]}
+    return save_checkpoint(tmp_path / "good.npz", model, header)
+
+
+@pytest.fixture
+def one_image(tmp_path):
+    path = tmp_path / "img" / "a.png"
+    path.parent.mkdir()
+    Image.fromarray(np.full((16, 16), 128, np.uint8)).save(path)
+    return path
+
+
+def rewrite(src, dst, edit_header=None, edit_arrays=None):
+    """A copy of checkpoint ``src`` at ``dst`` with its header dict and/or arrays edited."""
+    with np.load(src, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    header = json.loads(str(arrays.pop("header")))
+    if edit_header:
+        edit_header(header)
+    if edit_arrays:
+        edit_arrays(arrays)
+    arrays["header"] = np.array(json.dumps(header))
+    with open(dst, "wb") as f:
+        np.savez(f, **arrays)
+    return dst
+
+
+def assert_one_line_naming(error_text, path):
+    assert str(path) in error_text
+    assert "\n" not in error_text.strip()
+    assert "allow_pickle" not in error_text and "Traceback" not in error_text
+
+
+def run_predict(checkpoint, image, out, capsys, *extra):
+    code = predict.main(["--checkpoint", str(checkpoint), "--input", str(image), "--output", str(out),
+                         "--device", "cpu", "--no-progress", *map(str, extra)])
+    return code, capsys.readouterr()
+
+
+def damaged_files(tmp_path, good):
+    data = good.read_bytes()
+    files = {"empty": b"", "truncated": data[:len(data) // 2], "random bytes": bytes(range(256)) * 8,
+             "text": b"this is not a checkpoint\n", "npy member cut short": None}
+    paths = {}
+    for name, content in files.items():
+        path = tmp_path / f"{name.replace(' ', '_')}.npz"
+        if content is None:
+            # A stored member whose .npy header claims far more data than it holds.
+            with zipfile.ZipFile(path, "w") as z:
+                header = np.lib.format.header_data_from_array_1_0(np.zeros(1, np.float32))
+                header["shape"] = (10 ** 12,)
+                import io
+                buf = io.BytesIO()
+                np.lib.format.write_array_header_1_0(buf, header)
+                z.writestr("model/body.0.weight.npy", buf.getvalue() + b"\0" * 16)
+                z.writestr("header.npy", b"")
+        else:
+            path.write_bytes(content)
+        paths[name] = path
+    return paths
+
+
+def test_damaged_archives_are_one_line_checkpoint_errors(tmp_path, good_checkpoint):
+    for name, path in damaged_files(tmp_path, good_checkpoint).items():
+        with pytest.raises(CheckpointError) as caught:
+            load_checkpoint(path)
+        assert_one_line_naming(str(caught.value), path)
+
+
+def test_predict_reports_a_damaged_checkpoint_without_a_traceback(tmp_path, good_checkpoint, one_image, capsys):
+    for name, path in damaged_files(tmp_path, good_checkpoint).items():
+        code, out = run_predict(path, one_image, tmp_path / "p.csv", capsys)
+        assert code == 2, name
+        assert out.err.startswith("error: "), name
+        assert_one_line_naming(out.err, path)
+    assert not (tmp_path / "p.csv").exists()
+
+
+HEADER_EDITS = {
+    "unknown architecture": (lambda h: h["model"].update(architecture="resnet50"), "unknown architecture"),
+    "extra key": (lambda h: h["model"].update(depth=50), "unexpected depth"),
+    "missing key": (lambda h: h["model"].pop("image_size"), "missing image_size"),
+    "non-numeric threshold": (lambda h: h.update(threshold="high"), "threshold"),
+    "threshold outside [0, 1]": (lambda h: h.update(threshold=7), "threshold"),
+    "no normaliser": (lambda h: h.pop("normalization"), "normalization"),
+    "absurd image size": (lambda h: h["model"].update(image_size=10 ** 9), "image_size"),
+    "image size not a multiple of 16": (lambda h: h["model"].update(image_size=24), "multiple of 16"),
+    "string image size": (lambda h: h["model"].update(image_size="128"), "image_size"),
+    "format version not a number": (lambda h: h.update(format_version=[1]), "format"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HEADER_EDITS))
+def test_hand_edited_headers_are_one_line_errors(tmp_path, good_checkpoint, one_image, capsys, case):
+    edit, expected = HEADER_EDITS[case]
+    path = rewrite(good_checkpoint, tmp_path / "edited.npz", edit_header=edit)
+    with pytest.raises(CheckpointError) as caught:
+        load_model(path, device="cpu")
+    assert expected in str(caught.value)
+    assert_one_line_naming(str(caught.value), path)
+    code, out = run_predict(path, one_image, tmp_path / "p.csv", capsys)
+    assert code == 2 and expected in out.err
+    assert_one_line_naming(out.err, path)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_weights_are_refused_at_load(tmp_path, good_checkpoint, bad):
+    def poison(arrays):
+        arrays["model/body.0.weight"][0, 0, 0, 0] = bad
+    path = rewrite(good_checkpoint, tmp_path / "nan.npz", edit_arrays=poison)
+    with pytest.raises(CheckpointError, match=r"body\.0\.weight.*1 NaN or infinite"):
+        load_checkpoint(path)
+
+
+def test_an_untouched_checkpoint_still_loads(good_checkpoint):
+    model, header = load_model(good_checkpoint, device="cpu")
+    assert header["threshold"] == 0.4 and model.config()["image_size"] == 16
