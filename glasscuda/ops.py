@@ -11,6 +11,7 @@ Shapes follow PyTorch: images NCHW, conv weight [O, C, KH, KW], linear weight
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +58,9 @@ class ConvGeometry:
             raise ValueError(f"conv2d: input has {C} channels but the weight expects {C_w} "
                              f"(weight shape {tuple(weight_shape)})")
         (SH, SW), (PH, PW) = _pair(stride), _pair(padding)
+        if min(KH, KW, SH, SW, O, C) < 1 or min(PH, PW) < 0:
+            raise ValueError(f"conv2d: kernel {KH}x{KW}, stride {SH},{SW}, {C} input and {O} output channels "
+                             f"must all be >= 1 and padding {PH},{PW} >= 0")
         geometry = cls(N, C, H, W, KH, KW, SH, SW, PH, PW)
         if geometry.HO < 1 or geometry.WO < 1:
             raise ValueError(f"conv2d: a {KH}x{KW} kernel with padding {PH},{PW} does not fit "
@@ -66,8 +70,28 @@ class ConvGeometry:
 
 # Convolution ----------------------------------------------------------------
 
+def _memory_bytes(be) -> int | None:
+    """Total memory of the backend's device (host RAM for the CPU), None where it cannot be read."""
+    try:
+        if be.name == "cpu":
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return int(be.xp.cuda.runtime.memGetInfo()[1])
+    except (AttributeError, OSError, ValueError, RuntimeError):
+        return None
+
+
 def im2col(be, x, geometry: ConvGeometry):
     g = geometry
+    if tuple(x.shape) != (g.N, g.C, g.H, g.W):
+        raise ValueError(f"im2col: input shape {tuple(x.shape)} does not match the geometry "
+                         f"[N={g.N}, C={g.C}, H={g.H}, W={g.W}]")
+    # Checked before allocating: an empty() of an impossible size may "succeed" lazily and fail later.
+    nbytes = g.C * g.KH * g.KW * g.N * g.HO * g.WO * x.dtype.itemsize
+    memory = _memory_bytes(be)
+    if memory is not None and nbytes > memory:
+        raise ValueError(f"im2col: the column buffer [{g.C * g.KH * g.KW}, {g.N * g.HO * g.WO}] needs "
+                         f"{nbytes / 2**30:.1f} GiB, more than the {memory / 2**30:.1f} GiB of the {be.name} "
+                         "device; use a smaller batch")
     col = be.xp.empty((g.C * g.KH * g.KW, g.N * g.HO * g.WO), dtype=x.dtype)
     be.launch("im2col", x=x, col=col, **g.kernel_args())
     return col
@@ -123,6 +147,10 @@ def maxpool2d_forward(be, x, kernel_size, stride=None):
     """Returns (y [N, C, HO, WO], argmax int64 of the same shape)."""
     (KH, KW) = _pair(kernel_size)
     (SH, SW) = _pair(stride if stride is not None else kernel_size)
+    if x.ndim != 4:
+        raise ValueError(f"max-pool expects input [N, C, H, W], got shape {tuple(x.shape)}")
+    if min(KH, KW, SH, SW) < 1:
+        raise ValueError(f"max-pool kernel {KH}x{KW} and stride {SH},{SW} must be >= 1")
     N, C, H, W = x.shape
     if KH > H or KW > W:
         raise ValueError(f"max-pool window {KH}x{KW} is larger than the {H}x{W} input")
@@ -268,6 +296,11 @@ def flip_rotate90(be, x, codes):
     if H != W:
         raise ValueError(f"flip_rotate90 needs square images, got {H}x{W}")
     op = be.xp.ascontiguousarray(be.xp.asarray(codes, dtype=np.int64))
+    if op.shape != (N,):
+        raise ValueError(f"flip_rotate90: need one code per image ({N}), got shape {tuple(op.shape)}")
+    if N and (int(op.min()) < 0 or int(op.max()) > 15):
+        raise ValueError(f"flip_rotate90: codes must lie in [0, 15] (bit 0 left-right, bit 1 up-down, "
+                         f"bits 2-3 quarter turns), got [{int(op.min())}, {int(op.max())}]")
     y = be.xp.empty_like(x)
     be.launch("flip_rotate90", x=x, op=op, y=y, N=N, C=C, S=H)
     return y

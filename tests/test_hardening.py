@@ -5,7 +5,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from glasscuda import predict
+from glasscuda import nn, ops, predict
 from glasscuda.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from glasscuda.data.sampling import Normalizer
 from glasscuda.models import BinaryDetector
@@ -136,3 +136,63 @@ def test_non_finite_weights_are_refused_at_load(tmp_path, good_checkpoint, bad):
 def test_an_untouched_checkpoint_still_loads(good_checkpoint):
     model, header = load_model(good_checkpoint, device="cpu")
     assert header["threshold"] == 0.4 and model.config()["image_size"] == 16
+
+
+# Layer and kernel arguments ----------------------------------------------------
+
+X4 = np.zeros((2, 3, 8, 8), np.float32)
+LAYER_CASES = {
+    "Conv2d stride 0": (lambda: nn.Conv2d(3, 4, 3, stride=0), "Conv2d: stride"),
+    "Conv2d kernel_size 0": (lambda: nn.Conv2d(3, 4, 0), "Conv2d: kernel_size"),
+    "Conv2d in_channels 0": (lambda: nn.Conv2d(0, 4, 3), "Conv2d: in_channels"),
+    "Conv2d out_channels 0": (lambda: nn.Conv2d(3, 0, 3), "Conv2d: out_channels"),
+    "Conv2d negative padding": (lambda: nn.Conv2d(3, 4, 3, padding=-1), "Conv2d: padding"),
+    "Conv2d 3-D input": (lambda: nn.Conv2d(3, 4, 3).forward(X4[0]), "Conv2d: input must be 4-D"),
+    "Conv2d zero batch": (lambda: nn.Conv2d(3, 4, 3).forward(X4[:0]), "Conv2d: input batch is empty"),
+    "Conv2d wrong channels": (lambda: nn.Conv2d(2, 4, 3).forward(X4), "Conv2d: input has 3 channels"),
+    "MaxPool2d kernel_size 0": (lambda: nn.MaxPool2d(0), "MaxPool2d: kernel_size"),
+    "MaxPool2d stride 0": (lambda: nn.MaxPool2d(2, stride=0), "MaxPool2d: stride"),
+    "MaxPool2d 3-D input": (lambda: nn.MaxPool2d(2).forward(X4[0]), "MaxPool2d: input must be 4-D"),
+    "MaxPool2d zero batch": (lambda: nn.MaxPool2d(2).forward(X4[:0]), "MaxPool2d: input batch is empty"),
+    "Linear in_features 0": (lambda: nn.Linear(0, 3), "Linear: in_features"),
+    "Linear out_features 0": (lambda: nn.Linear(3, 0), "Linear: out_features"),
+    "Linear 3-D input": (lambda: nn.Linear(8, 3).forward(X4[0]), "Linear: input must be 2-D"),
+    "Linear zero batch": (lambda: nn.Linear(8, 3).forward(np.zeros((0, 8), np.float32)),
+                          "Linear: input batch is empty"),
+    "GlobalAvgPool2d 3-D input": (lambda: nn.GlobalAvgPool2d().forward(X4[0]), "GlobalAvgPool2d: input must be 4-D"),
+    "GlobalAvgPool2d zero batch": (lambda: nn.GlobalAvgPool2d().forward(X4[:0]), "GlobalAvgPool2d: input batch"),
+    "Flatten zero batch": (lambda: nn.Flatten().forward(X4[:0]), "Flatten: input batch is empty"),
+    "conv2d op stride 0": (lambda: ops.conv2d_forward(cpu_backend(), X4, np.zeros((4, 3, 3, 3), np.float32),
+                                                      None, stride=0), "conv2d: kernel 3x3, stride 0"),
+    "maxpool op stride 0": (lambda: ops.maxpool2d_forward(cpu_backend(), X4, 2, 0), "max-pool kernel 2x2 and stride"),
+    "flip_rotate90 code 16": (lambda: ops.flip_rotate90(cpu_backend(), X4, [16, 0]), "flip_rotate90: codes"),
+    "flip_rotate90 code -1": (lambda: ops.flip_rotate90(cpu_backend(), X4, [0, -1]), "flip_rotate90: codes"),
+    "flip_rotate90 one code for two images": (lambda: ops.flip_rotate90(cpu_backend(), X4, [1]),
+                                              "flip_rotate90: need one code per image"),
+}
+
+
+def cpu_backend():
+    from glasscuda.backend import get_backend
+    return get_backend("cpu")
+
+
+@pytest.mark.parametrize("case", sorted(LAYER_CASES))
+def test_bad_layer_and_kernel_arguments_are_value_errors_naming_them(case):
+    make, expected = LAYER_CASES[case]
+    with pytest.raises(ValueError) as caught:
+        make()
+    assert str(caught.value).startswith(expected), str(caught.value)
+
+
+def test_im2col_checks_the_column_size_before_allocating(monkeypatch):
+    be = cpu_backend()
+    allocated = []
+    monkeypatch.setattr(be.xp, "empty", lambda *a, **k: allocated.append(a) or np.zeros(1))
+    huge = ops.ConvGeometry(10 ** 7, 3, 64, 64, 3, 3, 1, 1, 1, 1)
+    with pytest.raises(ValueError, match=r"im2col: the column buffer \[27, 40960000000\] needs"):
+        # A broadcast view: the right shape without the memory behind it.
+        ops.im2col(be, np.broadcast_to(np.float32(0), (10 ** 7, 3, 64, 64)), huge)
+    with pytest.raises(ValueError, match=r"im2col: input shape \(2, 3, 8, 8\) does not match"):
+        ops.im2col(be, X4, huge)
+    assert allocated == []

@@ -18,6 +18,25 @@ from .. import ops
 from .module import Module, Parameter
 
 
+def _checked(layer: str, minimum: int = 1, **arguments):
+    """Each argument (an int or a pair) as int(s); a ValueError naming ``layer`` and the argument if below ``minimum``."""
+    out = []
+    for name, value in arguments.items():
+        pair = ops._pair(value)
+        if min(pair) < minimum:
+            raise ValueError(f"{layer}: {name} must be >= {minimum}, got {value!r}")
+        out.append(pair if name in ("kernel_size", "stride", "padding") else pair[0])
+    return out
+
+
+def _check_input(layer: str, x, ndim: int, layout: str):
+    """A ValueError naming ``layer`` unless ``x`` has ``ndim`` axes and at least one sample."""
+    if x.ndim != ndim:
+        raise ValueError(f"{layer}: input must be {ndim}-D {layout}, got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{layer}: input batch is empty (shape {tuple(x.shape)}); pass at least one sample")
+
+
 def _uniform(rng, bound, shape):
     rng = rng if rng is not None else np.random.default_rng()
     return rng.uniform(-bound, bound, size=shape).astype(np.float32)
@@ -28,9 +47,9 @@ class Conv2d(Module):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *, rng=None):
         super().__init__()
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size = ops._pair(kernel_size)
-        self.stride, self.padding = ops._pair(stride), ops._pair(padding)
+        self.in_channels, self.out_channels, self.kernel_size, self.stride = _checked(
+            "Conv2d", in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size, stride=stride)
+        (self.padding,) = _checked("Conv2d", 0, padding=padding)
         fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
         bound = 1.0 / math.sqrt(fan_in)
         be = self.backend
@@ -44,6 +63,9 @@ class Conv2d(Module):
 
     def forward(self, x):
         x = self._input(x)
+        _check_input("Conv2d", x, 4, "[N, C, H, W]")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"Conv2d: input has {x.shape[1]} channels, in_channels is {self.in_channels}")
         y, col = ops.conv2d_forward(self.backend, x, self.weight.data, self.bias.data,
                                     self.stride, self.padding)
         self._keep((col, x.shape))
@@ -67,7 +89,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, *, rng=None):
         super().__init__()
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features, self.out_features = _checked("Linear", in_features=in_features,
+                                                       out_features=out_features)
         bound = 1.0 / math.sqrt(self.in_features)
         be = self.backend
         self._params = {
@@ -80,6 +103,7 @@ class Linear(Module):
 
     def forward(self, x):
         x = self._input(x)
+        _check_input("Linear", x, 2, "[N, in_features]")
         self._keep(x)
         return ops.linear_forward(self.backend, x, self.weight.data, self.bias.data)
 
@@ -109,11 +133,12 @@ class MaxPool2d(Module):
 
     def __init__(self, kernel_size, stride=None):
         super().__init__()
-        self.kernel_size = ops._pair(kernel_size)
-        self.stride = ops._pair(stride if stride is not None else kernel_size)
+        self.kernel_size, self.stride = _checked(
+            "MaxPool2d", kernel_size=kernel_size, stride=stride if stride is not None else kernel_size)
 
     def forward(self, x):
         x = self._input(x)
+        _check_input("MaxPool2d", x, 4, "[N, C, H, W]")
         y, argmax = ops.maxpool2d_forward(self.backend, x, self.kernel_size, self.stride)
         self._keep((argmax, x.shape))
         return y
@@ -132,6 +157,7 @@ class GlobalAvgPool2d(Module):
 
     def forward(self, x):
         x = self._input(x)
+        _check_input("GlobalAvgPool2d", x, 4, "[N, C, H, W]")
         self._keep(x.shape)
         return ops.global_avgpool_forward(self.backend, x)
 
@@ -144,6 +170,8 @@ class Flatten(Module):
 
     def forward(self, x):
         x = self._input(x)
+        if x.ndim < 1 or x.shape[0] == 0:
+            raise ValueError(f"Flatten: input batch is empty (shape {tuple(x.shape)}); pass at least one sample")
         self._keep(x.shape)
         return x.reshape(x.shape[0], -1)
 
