@@ -50,7 +50,9 @@
 #define GC_CAT_(a, b) a##_##b
 #define GC_CAT(a, b) GC_CAT_(a, b)
 
-#if defined(__CUDACC__)  /* NVRTC and nvcc */
+/* The device expansion: NVRTC and nvcc, and the host when it emulates a grid
+   (emulated_grid.cuh defines the CUDA built-ins this branch uses). */
+#if defined(__CUDACC__) || defined(GC_EMULATED_GRID)
 
 #define KERNEL(name) extern "C" __global__ void GC_CAT(name, PRECISION)
 #define DEVICE __device__ __forceinline__

@@ -3,6 +3,9 @@
 Fixtures
     cpu   the CPU backend (NumPy + the host kernel library)
     gpu   the GPU backend; the test is skipped where no CUDA device answers
+    emulated, emulated_reversed
+          the kernels' device code run on the host over a small emulated grid,
+          threads in forward / reversed order (glasscuda.backend.emulated)
     rng   a NumPy Generator seeded from the test's node id (reproducible per test)
 
 Helpers (import them with ``from conftest import ...``)
@@ -49,6 +52,24 @@ def poisoned(shape, dtype) -> np.ndarray:
 
 
 
+def require_cupy():
+    """CuPy and its NVRTC, which the GPU dry runs need but no GPU; skipped only outside CI.
+
+    The test extra installs both where CuPy has wheels (Linux and Windows on
+    x86_64 and aarch64). In CI (``CI`` set) their absence fails the test
+    instead of skipping it, so the GPU path cannot go silently unproven.
+    """
+    try:
+        from glasscuda.backend.gpu import import_cupy, nvrtc_module
+        cupy = import_cupy(require_device=False)
+        nvrtc_module()
+    except RuntimeError as error:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the GPU dry runs, but {error}")
+        pytest.skip(str(error))
+    return cupy
+
+
 @pytest.fixture(scope="session")
 def cpu():
     return get_backend("cpu")
@@ -59,6 +80,20 @@ def gpu():
     if not gpu_available():
         pytest.skip("no CUDA GPU answers here (CuPy missing or no device)")
     return get_backend("gpu")
+
+
+@pytest.fixture(scope="session")
+def emulated():
+    """The kernels' device code on the host over a small emulated grid (never skipped)."""
+    from glasscuda.backend.emulated import emulated_backend
+    return emulated_backend()
+
+
+@pytest.fixture(scope="session")
+def emulated_reversed():
+    """As ``emulated``, running the grid's blocks and threads in reverse order."""
+    from glasscuda.backend.emulated import emulated_backend
+    return emulated_backend(reverse=True)
 
 
 @pytest.fixture

@@ -1,5 +1,10 @@
 """Every kernel and op on the GPU against the CPU, on the same inputs.
 
+Each test runs on three devices: the real GPU (marked ``gpu``; skipped where
+no GPU answers) and the kernels' device code on the host over an emulated
+grid (glasscuda.backend.emulated), in forward and in reversed thread order —
+those two never skip.
+
 The runners of tests/test_kernels.py draw the inputs from a seeded Generator,
 so the two backends see identical data. Tolerances on
 rel_err(gpu, cpu) = max|g - c| / max(max|c|, tiny): float32 <= 1e-5 for
@@ -17,7 +22,13 @@ from glasscuda.backend.table import KERNELS
 from test_kernels import (CONV_EDGE_CASES, DISJOINT_EDGE_CASES, DTYPES, EXACT, FIXED_CASES, OP_CASES,
                           POOL_EDGE_CASES, RUNNERS, TOLERANCE, check, normal)
 
-pytestmark = pytest.mark.gpu
+DEVICES = [pytest.param("gpu", marks=pytest.mark.gpu), "emulated", "emulated-reversed"]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """The device under test: the real GPU, or the emulated grid in either thread order."""
+    return request.getfixturevalue(request.param.replace("-", "_"))
 
 each_dtype = pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 
@@ -33,8 +44,8 @@ def assert_parity(gpu_results, cpu_results, dtype, what):
             assert error <= tolerance, f"{label}: GPU vs CPU relative error {error:.3g} > {tolerance:g}"
 
 
-def both(run, gpu, cpu, dtype, seed, **case):
-    return (run(gpu, dtype, np.random.default_rng(seed), **case),
+def both(run, device, cpu, dtype, seed, **case):
+    return (run(device, dtype, np.random.default_rng(seed), **case),
             run(cpu, dtype, np.random.default_rng(seed), **case))
 
 
@@ -57,8 +68,8 @@ def test_every_kernel_has_a_parity_case():
 
 @each_dtype
 @pytest.mark.parametrize("kernel,case", [pytest.param(k, c, id=_case_id(k, c)) for k, c in KERNEL_CASES])
-def test_kernel_gpu_matches_cpu(gpu, cpu, dtype, kernel, case):
-    gpu_results, cpu_results = both(RUNNERS[kernel], gpu, cpu, dtype, 20240917, **case)
+def test_kernel_gpu_matches_cpu(device, cpu, dtype, kernel, case):
+    gpu_results, cpu_results = both(RUNNERS[kernel], device, cpu, dtype, 20240917, **case)
     check(cpu_results, dtype, f"{kernel} (cpu) ")
     assert_parity(gpu_results, cpu_results, dtype, kernel)
 
@@ -66,36 +77,37 @@ def test_kernel_gpu_matches_cpu(gpu, cpu, dtype, kernel, case):
 @each_dtype
 @pytest.mark.parametrize("op,case", [pytest.param(name, c, id=f"{name}-" + "-".join(f"{k}{v}" for k, v in c.items()))
                                      for name, (_, cases) in OP_CASES.items() for c in cases])
-def test_op_gpu_matches_cpu(gpu, cpu, dtype, op, case):
+def test_op_gpu_matches_cpu(device, cpu, dtype, op, case):
     run, _ = OP_CASES[op]
-    gpu_results, cpu_results = both(run, gpu, cpu, dtype, 77, **case)
+    gpu_results, cpu_results = both(run, device, cpu, dtype, 77, **case)
     assert_parity(gpu_results, cpu_results, dtype, f"ops {op}")
 
 
 @each_dtype
-def test_in_place_kernels_on_the_gpu(gpu, rng, dtype):
+def test_in_place_kernels_on_the_gpu(device, rng, dtype):
     x, b = normal(rng, (3, 5, 37), dtype), normal(rng, (5,), dtype)
-    X = gpu.asarray(x.copy())
-    gpu.launch("bias_add", x=X, b=gpu.asarray(b), y=X, N=3, C=5, S=37)
-    gpu.launch("relu_forward", x=X, y=X, n=X.size)
-    gpu.synchronize()
+    X = device.asarray(x.copy())
+    device.launch("bias_add", x=X, b=device.asarray(b), y=X, N=3, C=5, S=37)
+    device.launch("relu_forward", x=X, y=X, n=X.size)
+    device.synchronize()
     expected = ref.relu(ref.bias_add(x, b))
-    error = rel_err(gpu.to_numpy(X), expected)
+    error = rel_err(device.to_numpy(X), expected)
     assert error <= TOLERANCE["elementwise"][dtype], error
 
 
+@pytest.mark.gpu
 def test_gpu_launch_rejects_host_arrays(gpu):
     with pytest.raises(ValueError, match="relu_forward.*'x'"):
         gpu.launch("relu_forward", x=np.zeros(4), y=gpu.asarray(poisoned(4, np.float64)), n=4)
 
 
-def test_gpu_writes_every_output_element_of_a_large_launch(gpu):
+def test_gpu_writes_every_output_element_of_a_large_launch(device):
     """More logical threads than one grid covers: the grid-stride loop must reach them all."""
-    xp = gpu.xp
-    n = 65535 * 8 * 256 + 12345
+    xp, launcher = device.xp, device.launcher
+    n = launcher.max_blocks * launcher.threads_per_block * 3 + 12345
     x = xp.linspace(-1.0, 1.0, n, dtype=xp.float32)
     y = xp.full(n, xp.nan, dtype=xp.float32)
-    gpu.launch("relu_forward", x=x, y=y, n=n)
-    gpu.synchronize()
+    device.launch("relu_forward", x=x, y=y, n=n)
+    device.synchronize()
     assert not bool(xp.isnan(y).any())
     assert bool((y == xp.maximum(x, 0)).all())

@@ -17,6 +17,8 @@ for the hand-written kernels.
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 DEVICES = ("auto", "cpu", "gpu")
@@ -52,36 +54,64 @@ class Backend:
 
 
 _backends: dict[str, Backend] = {}
+_probe: tuple[Backend | None, str] | None = None
+_told_why: list[str] = []
+
+
+def probe_gpu() -> tuple[Backend | None, str]:
+    """(the GPU backend, "") when a device answers, a kernel compiles and runs and a GEMM is right;
+    else (None, what is missing). Probed once per process."""
+    global _probe
+    if _probe is None:
+        try:
+            from .gpu import GpuLauncher
+            launcher = GpuLauncher()
+            backend = Backend(launcher, launcher.cupy)
+            cp = launcher.cupy
+            x = cp.arange(-8, 8, dtype=cp.float32)
+            y = cp.empty_like(x)
+            backend.launch("relu_forward", x=x, y=y, n=x.size)
+            a = cp.arange(64, dtype=cp.float32).reshape(8, 8) / 64
+            expected = np.maximum(np.arange(-8, 8, dtype=np.float32), 0)
+            if not (np.array_equal(cp.asnumpy(y), expected)
+                    and np.allclose(cp.asnumpy(a @ a), cp.asnumpy(a) @ cp.asnumpy(a), rtol=1e-5)):
+                raise RuntimeError("the probe kernel or GEMM gave wrong results on the GPU")
+            backend.synchronize()
+            _probe = (backend, "")
+        except Exception as error:  # any failure means: not this GPU, and say why
+            _probe = (None, str(error).splitlines()[0] if str(error) else type(error).__name__)
+    return _probe
 
 
 def gpu_available() -> bool:
-    """True when CuPy imports and a CUDA device answers."""
-    try:
-        from .gpu import import_cupy
-        import_cupy()
-        return True
-    except RuntimeError:
-        return False
+    """True when CuPy imports, a CUDA device answers, and a probe kernel and GEMM run right."""
+    return probe_gpu()[0] is not None
 
 
 def get_backend(device: str | Backend = "auto") -> Backend:
     """The backend for ``device``: ``"auto"`` (GPU when one answers, else CPU), ``"cpu"`` or ``"gpu"``.
 
-    Asking for ``"gpu"`` where none answers raises ``RuntimeError`` saying why;
-    there is no silent fallback.
+    ``"auto"`` takes the GPU only after a probe (a kernel compiled by NVRTC and
+    run, a small cuBLAS GEMM) succeeds, and otherwise prints one line saying
+    why it runs on the CPU. Asking for ``"gpu"`` where the probe fails raises
+    ``RuntimeError`` naming the missing piece; there is no silent fallback.
     """
     if isinstance(device, Backend):
         return device
     if device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device in ("auto", "gpu") and "gpu" not in _backends:
+        backend, reason = probe_gpu()
+        if backend is not None:
+            _backends["gpu"] = backend
+        elif device == "gpu":
+            raise RuntimeError(f"no usable GPU: {reason}")
+        elif not _told_why:
+            _told_why.append(reason)
+            print(f"device auto: running on the CPU ({reason})", file=sys.stderr)
     if device == "auto":
-        device = "gpu" if gpu_available() else "cpu"
+        device = "gpu" if "gpu" in _backends else "cpu"
     if device not in _backends:
-        if device == "gpu":
-            from .gpu import GpuLauncher
-            launcher = GpuLauncher()
-            _backends[device] = Backend(launcher, launcher.cupy)
-        else:
-            from .cpu import CpuLauncher
-            _backends[device] = Backend(CpuLauncher(), np)
+        from .cpu import CpuLauncher
+        _backends[device] = Backend(CpuLauncher(), np)
     return _backends[device]

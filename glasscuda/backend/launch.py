@@ -97,7 +97,8 @@ def prepare(kernel_name: str, args: dict, array_type: type, shares_memory) -> tu
                      "all real arrays of one launch share one precision")
         if not value.flags.c_contiguous:
             fail(f"argument '{spec.name}' must be C-contiguous (use ascontiguousarray)")
-        if spec.output and not value.flags.writeable:
+        # NumPy arrays can be read-only views; CuPy arrays have no such flag.
+        if spec.output and not getattr(value.flags, "writeable", True):
             fail(f"argument '{spec.name}' is an output but the array is read-only")
         expected = _evaluate(spec.size, ints)
         if value.size != expected:
