@@ -100,7 +100,11 @@ def conv2d_backward(dy, x, weight, stride=1, padding=0):
 
 
 def maxpool2d(x, KH, KW=None, SH=None, SW=None):
-    """(y, argmax): argmax is h*W + w of the first maximum of each window."""
+    """(y, argmax): argmax is h*W + w of the first maximum of each window.
+
+    A window holding a NaN gives NaN and argmax points at its first NaN
+    (NumPy's argmax), as kernels/pool.cu specifies.
+    """
     (x,) = _f64(x)
     KW = KH if KW is None else KW
     SH = KH if SH is None else SH
@@ -143,6 +147,7 @@ def global_avgpool_backward(dy, x_shape):
 
 
 def relu(x):
+    """max(x, 0); NaN stays NaN (np.maximum propagates it), as in PyTorch."""
     (x,) = _f64(x)
     return np.maximum(x, 0.0)
 

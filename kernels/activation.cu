@@ -2,6 +2,7 @@
  * activation.cu — ReLU and bias, forward and backward.
  *
  *   relu_forward:   y[i]  = max(x[i], 0)                         x, y  [n]
+ *                   NaN stays NaN (as in PyTorch), so a diverging run is seen, not hidden as 0
  *   relu_backward:  dx[i] = x[i] > 0 ? dy[i] : 0                 (the subgradient 0 at x = 0)
  *
  * Bias over channel c of a tensor viewed as [N, C, S] (S = H*W for a
@@ -13,7 +14,7 @@
 
 KERNEL(relu_forward)(const real* x, real* y, long long n)
 {
-    FOR_EACH(i, n) y[i] = x[i] > 0 ? x[i] : (real)0;
+    FOR_EACH(i, n) y[i] = (x[i] > 0 || x[i] != x[i]) ? x[i] : (real)0;
 }
 
 KERNEL(relu_backward)(const real* x, const real* dy, real* dx, long long n)

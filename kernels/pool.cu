@@ -5,7 +5,9 @@
  *   x       [N, C, H, W]      input
  *   y       [N, C, HO, WO]    y[n,c,oh,ow] = max over ki<KH, kj<KW of x[n, c, oh*SH + ki, ow*SW + kj]
  *   argmax  [N, C, HO, WO]    int64: h*W + w of that maximum within its (n, c) plane;
- *                             the first maximum in row-major window order wins ties
+ *                             the first maximum in row-major window order wins ties;
+ *                             a window holding a NaN gives NaN, and argmax is its first
+ *                             NaN (PyTorch also yields NaN), so the gradient goes there
  *   HO = (H - KH) / SH + 1,  WO = (W - KW) / SW + 1
  *
  * Backward routes each output gradient to its argmax:
@@ -40,9 +42,10 @@ KERNEL(maxpool_forward)(const real* x, real* y, long long* argmax,
                 long long at = top + 2 * ow;
                 real best_value = plane[at];
                 long long best = at;
-                if (plane[at + 1] > best_value) { best_value = plane[at + 1]; best = at + 1; }
-                if (plane[at + W] > best_value) { best_value = plane[at + W]; best = at + W; }
-                if (plane[at + W + 1] > best_value) { best_value = plane[at + W + 1]; best = at + W + 1; }
+                /* !(v <= best) takes a larger v or a NaN v; best == best keeps the first NaN once taken. */
+                if (!(plane[at + 1] <= best_value) && best_value == best_value) { best_value = plane[at + 1]; best = at + 1; }
+                if (!(plane[at + W] <= best_value) && best_value == best_value) { best_value = plane[at + W]; best = at + W; }
+                if (!(plane[at + W + 1] <= best_value) && best_value == best_value) { best_value = plane[at + W + 1]; best = at + W + 1; }
                 y[line * WO + ow] = best_value;
                 argmax[line * WO + ow] = best;
             }
@@ -54,7 +57,7 @@ KERNEL(maxpool_forward)(const real* x, real* y, long long* argmax,
             for (long long ki = 0; ki < KH; ++ki)
                 for (long long kj = 0; kj < KW; ++kj) {
                     long long at = (oh * SH + ki) * W + ow * SW + kj;
-                    if (plane[at] > best_value) { best_value = plane[at]; best = at; }
+                    if (!(plane[at] <= best_value) && best_value == best_value) { best_value = plane[at]; best = at; }
                 }
             y[line * WO + ow] = best_value;
             argmax[line * WO + ow] = best;

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import poisoned, rel_err
+from conftest import POISON_INT, poisoned, rel_err
 from glasscuda import ops
 from glasscuda import reference as ref
 from glasscuda.backend.table import INT64, KERNELS
@@ -958,3 +958,76 @@ def test_poisoned_outputs_really_fail(cpu, rng):
         check([Result("y", poisoned((3,), np.float64), ref.relu(x))], np.float64)
     with pytest.raises(AssertionError):
         check([Result("argmax", poisoned((3,), np.int64), np.zeros(3, np.int64), EXACT)], np.float64)
+
+
+# NaN propagates (as in PyTorch): a diverging run must show, not turn into zeros ---------
+
+def with_nans(rng, shape, dtype, fraction=0.15):
+    x = normal(rng, shape, dtype)
+    x[rng.random(shape) < fraction] = np.nan
+    x.reshape(-1)[0] = np.nan          # a NaN where a window's scan starts
+    return x
+
+
+@each_dtype
+def test_relu_forward_propagates_nan(cpu, rng, dtype):
+    x = relu_input(rng, 1001, dtype)
+    x[rng.random(x.size) < 0.1] = np.nan
+    x[:6] = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0]
+    y = np.full_like(x, 7.0)           # not NaN: an unwritten element must not pass for a NaN
+    cpu.launch("relu_forward", x=x, y=y, n=x.size)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(x))
+    np.testing.assert_array_equal(y, ref.relu(x))
+    assert y[2] == np.inf and y[3] == 0
+
+
+nan_pool_geometries = pytest.mark.parametrize("geometry", [
+    dict(N=2, C=3, H=7, W=9, KH=2, KW=2, SH=2, SW=2),   # the fixed 2x2 fast path
+    dict(N=1, C=2, H=8, W=8, KH=2, KW=2, SH=2, SW=2),
+    dict(N=2, C=2, H=9, W=8, KH=3, KW=3, SH=2, SW=2),   # overlapping windows, general path
+    dict(N=1, C=3, H=6, W=7, KH=2, KW=2, SH=1, SW=1),
+    dict(N=2, C=1, H=7, W=9, KH=2, KW=3, SH=2, SW=3),   # disjoint, general path
+])
+
+
+@each_dtype
+@nan_pool_geometries
+def test_maxpool_forward_yields_nan_for_a_window_with_nan(cpu, rng, dtype, geometry):
+    g = pool_ints(**geometry)
+    x = with_nans(rng, (g["N"], g["C"], g["H"], g["W"]), dtype)
+    shape = (g["N"], g["C"], g["HO"], g["WO"])
+    y, argmax = np.full(shape, 7.0, dtype), np.full(shape, POISON_INT, np.int64)
+    cpu.launch("maxpool_forward", x=x, y=y, argmax=argmax, **g)
+    want_y, want_argmax = ref.maxpool2d(x, g["KH"], g["KW"], g["SH"], g["SW"])
+    np.testing.assert_array_equal(y, want_y)
+    np.testing.assert_array_equal(argmax, want_argmax)
+    # Independently of the oracle: NaN exactly where the window holds one, and argmax points at a NaN.
+    has_nan = np.zeros(shape, bool)
+    for ki in range(g["KH"]):
+        for kj in range(g["KW"]):
+            has_nan |= np.isnan(x[:, :, ki:ki + g["SH"] * g["HO"]:g["SH"], kj:kj + g["SW"] * g["WO"]:g["SW"]])
+    assert has_nan.any() and (~has_nan).any()
+    np.testing.assert_array_equal(np.isnan(y), has_nan)
+    planes = x.reshape(g["N"], g["C"], -1)
+    picked = np.take_along_axis(planes, argmax.reshape(g["N"], g["C"], -1), axis=2).reshape(shape)
+    np.testing.assert_array_equal(np.isnan(picked), has_nan)
+
+
+@each_dtype
+@pytest.mark.parametrize("geometry", [dict(N=2, C=3, H=7, W=9, KH=2, KW=2, SH=2, SW=2),
+                                      dict(N=2, C=1, H=7, W=9, KH=2, KW=3, SH=2, SW=3)])
+def test_maxpool_backward_sends_the_gradient_to_the_nan(cpu, rng, dtype, geometry):
+    g = pool_ints(**geometry)
+    x_shape = (g["N"], g["C"], g["H"], g["W"])
+    x = with_nans(rng, x_shape, dtype)
+    shape = (g["N"], g["C"], g["HO"], g["WO"])
+    argmax = launch(cpu, "maxpool_forward", dtype, {"x": x}, {"y": shape, "argmax": shape}, **g)["argmax"]
+    dy = normal(rng, shape, dtype)
+    ints = {k: g[k] for k in ("N", "C", "H", "W", "HO", "WO")}
+    routed = launch(cpu, "maxpool_backward_disjoint", dtype,
+                    {"dy": dy, "argmax": argmax, "dx": np.zeros(x_shape, dtype)}, {}, **ints)["dx"]
+    gathered = launch(cpu, "maxpool_backward", dtype, {"dy": dy, "argmax": argmax}, {"dx": x_shape}, **g)["dx"]
+    want = ref.maxpool2d_backward(dy, argmax, x_shape)
+    np.testing.assert_array_equal(routed, want)
+    check([Result("dx", gathered, want)], dtype)
+    assert (want[np.isnan(x)] != 0).any()    # some gradient did land on a NaN pixel
