@@ -13,12 +13,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from glasscuda.export import torch_model
 from glasscuda.losses import BCEWithLogitsLoss
 from glasscuda.optim import Adam
 
-from .common import (BATCH, CONV_LAYERS, FLAT_FEATURES, HIDDEN, IMAGE, INFERENCE_BATCH,
-                     NETWORK_PEERS, POOL, assert_close, glasscuda_backend, glasscuda_detector,
-                     import_torch)
+from .common import (BATCH, IMAGE, IN_CHANNELS, INFERENCE_BATCH, NETWORK_PEERS, assert_close,
+                     glasscuda_backend, glasscuda_detector, import_torch)
 from .reference_model import ReferenceDetector, ReferenceTrainer
 
 LR = 1e-3
@@ -77,12 +77,7 @@ class TorchNetwork:
         nn = torch.nn
         self.on_cuda = peer == "torch-cuda"
         self.target = torch.device("cuda" if self.on_cuda else "cpu")
-        layers = []
-        for c in CONV_LAYERS:
-            layers += [nn.Conv2d(c.in_channels, c.out_channels, c.kernel, padding=c.padding),
-                       nn.ReLU(), nn.MaxPool2d(POOL)]
-        layers += [nn.Flatten(), nn.Linear(FLAT_FEATURES, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 1)]
-        self.model = nn.Sequential(*layers)
+        self.model = torch_model({"architecture": "binary", "in_channels": IN_CHANNELS, "image_size": IMAGE})
         own = list(self.model.parameters())
         assert [tuple(p.shape) for p in own] == [p.shape for p in params], "parameter shapes differ"
         with torch.no_grad():

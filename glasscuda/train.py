@@ -17,6 +17,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .backend import get_backend
 from .checkpoint import CheckpointError
 from .data.augment import Augment
@@ -151,9 +153,17 @@ def main(argv=None) -> int:
         files = RunFiles(args.out)
         from .tasks import binary, cifar10, multilabel
         runner = {"binary": binary.run, "multilabel": multilabel.run, "cifar10": cifar10.run}[args.task]
-        runner(args, be, files)
+        # A NaN or overflow stops the run with one message (train_epoch checks); NumPy's warnings would only add noise.
+        with np.errstate(invalid="ignore", over="ignore"):
+            runner(args, be, files)
     except (UsageError, CheckpointError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except FloatingPointError as error:
+        last = Path(args.out) / "last.npz"
+        kept = (f"the last good epoch is kept in {last}" if last.exists()
+                else "no epoch had finished, so no checkpoint was written")
+        print(f"error: training stopped at {error}; {kept}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if (Path(args.out) / "last.npz").exists():

@@ -51,8 +51,14 @@ def train_epoch(model, loss_fn, optimizer, images, targets, batches, normalizer,
         logits = model.forward(x)
         loss = loss_fn.forward(logits, y)
         if not math.isfinite(loss):
-            raise FloatingPointError(f"the training loss became {loss} at batch {b}; lower --lr")
+            raise FloatingPointError(f"{description}, step {b + 1} of {len(batches)}: the training loss became "
+                                     f"{loss}; the learning rate ({optimizer.lr:g}) is likely too high: lower --lr")
         model.backward(loss_fn.backward(), need_input_grad=False)
+        # One host sync per step: the largest |gradient| of each parameter, summed, is finite only if all are.
+        if not math.isfinite(float(sum(be.xp.max(be.xp.abs(p.grad)) for p in model.parameters()))):
+            raise FloatingPointError(f"{description}, step {b + 1} of {len(batches)}: a gradient became NaN or "
+                                     f"infinite (loss {loss:.4g}); the learning rate ({optimizer.lr:g}) is likely "
+                                     "too high: lower --lr")
         optimizer.step()
         if scheduler_step is not None:
             scheduler_step((b + 1) / len(batches))

@@ -196,3 +196,63 @@ def test_im2col_checks_the_column_size_before_allocating(monkeypatch):
     with pytest.raises(ValueError, match=r"im2col: input shape \(2, 3, 8, 8\) does not match"):
         ops.im2col(be, X4, huge)
     assert allocated == []
+
+
+# Training stops at the first non-finite loss or gradient -------------------------
+
+@pytest.fixture(scope="module")
+def tiny_glass(tmp_path_factory):
+    from glasscuda.data import generate_synthetic
+    root = tmp_path_factory.mktemp("glass") / "set"
+    return generate_synthetic(root, n_train=60, n_test=20, image_size=32, defect_rate=0.3,
+                              seed=5, progress=False)
+
+
+def run_train(*args) -> int:
+    from glasscuda import train
+    return train.main([*map(str, args), "--no-progress"])
+
+
+def test_a_nan_loss_stops_training_naming_epoch_and_step_and_keeps_the_last_good_epoch(
+        tiny_glass, tmp_path, capsys, monkeypatch):
+    from glasscuda.losses import BCEWithLogitsLoss
+    real_forward, calls = BCEWithLogitsLoss.forward, []
+
+    def forward(self, logits, targets):      # 48 training images, batch 32: two steps per epoch
+        calls.append(1)
+        return float("nan") if len(calls) == 3 else real_forward(self, logits, targets)
+
+    monkeypatch.setattr(BCEWithLogitsLoss, "forward", forward)
+    out = tmp_path / "run"
+    assert run_train("--data", tiny_glass, "--img-size", 32, "--epochs", 3, "--out", out, "--device", "cpu") == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert "epoch 2/3, step 1 of 2: the training loss became nan" in err
+    assert "learning rate" in err and "--lr" in err and str(out / "last.npz") in err
+    last = load_checkpoint(out / "last.npz")
+    assert last.header["epoch"] == 1
+
+
+def test_a_non_finite_gradient_stops_the_epoch_before_the_update():
+    from glasscuda import training
+    from glasscuda.optim import Adam
+
+    class InfiniteGradient:
+        def forward(self, logits, targets):
+            self.shape = logits.shape
+            return 0.5
+
+        def backward(self):
+            return np.full(self.shape, np.inf, np.float32)
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 1, rng=np.random.default_rng(0)))
+    before = model.state_dict()
+    images = np.ones((4, 1, 2, 2), np.float32)
+    with pytest.raises(FloatingPointError, match=r"^epoch 4/9, step 1 of 2: a gradient became NaN or infinite"
+                                                 r" \(loss 0.5\); the learning rate \(0.001\) is likely too high"):
+        training.train_epoch(model, InfiniteGradient(), Adam(model.parameters(), lr=1e-3), images,
+                             np.zeros((4, 1), np.float32), [np.arange(2), np.arange(2, 4)],
+                             Normalizer([0.0], [1.0]), np.random.default_rng(0), description="epoch 4/9",
+                             progress=False)
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[name])
