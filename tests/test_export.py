@@ -152,6 +152,15 @@ def test_temperature_and_tta_options_change_the_graph_as_predict_would(checkpoin
     assert np.max(np.abs(got - _sigmoid(logits))) > 1e-3   # the temperature did something
 
 
+@pytest.mark.parametrize("opset", [13, 21])
+def test_other_opsets(opset, checkpoints, tmp_path):
+    report = export_onnx(checkpoints["multilabel"], tmp_path / "m.onnx", n_check=4, opset=opset)
+    assert report.max_abs_diff <= TOL
+    assert [o.version for o in onnx.load(tmp_path / "m.onnx").opset_import] == [opset]
+    with pytest.raises(ExportError, match="opset 12 is not supported"):
+        export_onnx(checkpoints["binary"], tmp_path / "old.onnx", opset=12)
+
+
 def test_cli_writes_and_reports_the_difference(checkpoints, tmp_path, capsys):
     out = tmp_path / "b.onnx"
     assert export_cli.main(["--checkpoint", str(checkpoints["binary"]), "--onnx", str(out),

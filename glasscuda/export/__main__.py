@@ -20,7 +20,7 @@ import argparse
 import sys
 
 from .common import ExportError
-from .graph import DEFAULT_OPSET, MIN_OPSET, TOLERANCE, ExportMismatch, export_onnx
+from .graph import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, TOLERANCE, ExportMismatch, export_onnx
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--temperature", type=float,
                         help="divide logits by this before the sigmoid/softmax (default: the checkpoint's, if any)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                        help=f"ONNX opset (default {DEFAULT_OPSET}; at least {MIN_OPSET})")
+                        help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})")
     return parser
 
 

@@ -31,7 +31,7 @@ from .common import INPUT, OUTPUT, ExportError, load_network, require, task_of
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 13          # Softmax over one axis, Clip with tensor bounds, Slice with steps
-IR_VERSION = 8          # what opset 17 needs; older runtimes refuse newer IR versions
+MAX_OPSET = 21          # what ONNX Runtime releases since 1.17 read
 TTA_CLIP = 1e-7         # predict's clip of TTA-averaged probabilities before taking logits
 TOLERANCE = 1e-5        # max abs difference of probabilities, ONNX Runtime vs glasscuda
 
@@ -130,8 +130,9 @@ def _metadata(header: dict, task: str, model, tta: bool, temperature) -> dict[st
 def build_onnx(model, header: dict, *, tta: bool = False, temperature=None, opset: int = DEFAULT_OPSET):
     """The ``onnx.ModelProto`` of a glasscuda network and its checkpoint header (see the module doc)."""
     onnx = require("onnx")
-    if not MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
-        raise ExportError(f"opset {opset} is not supported: choose one in {MIN_OPSET}..{onnx.defs.onnx_opset_version()}")
+    if not MIN_OPSET <= opset <= min(MAX_OPSET, onnx.defs.onnx_opset_version()):
+        raise ExportError(f"opset {opset} is not supported: choose one in "
+                          f"{MIN_OPSET}..{min(MAX_OPSET, onnx.defs.onnx_opset_version())}")
     task = task_of(header)
     config = model.config()
     channels, size = config["in_channels"], config["image_size"]
@@ -152,7 +153,10 @@ def build_onnx(model, header: dict, *, tta: bool = False, temperature=None, opse
     n_outputs = int(model.body.layers[-1].out_features)
     if tta:
         views = g.op("Reshape", [g.op("Sigmoid", [x]), g.const("tta.shape", [3, -1, n_outputs], np.int64)])
-        p = g.op("ReduceMean", [views], axes=[0], keepdims=0, stem="tta_mean")
+        if opset >= 18:   # ReduceMean's axes moved from an attribute to an input in opset 18
+            p = g.op("ReduceMean", [views, g.const("tta.axes", [0], np.int64)], keepdims=0, stem="tta_mean")
+        else:
+            p = g.op("ReduceMean", [views], axes=[0], keepdims=0, stem="tta_mean")
         p = g.op("Clip", [p, g.const("tta.low", TTA_CLIP), g.const("tta.high", 1 - TTA_CLIP)])
         x = g.op("Sub", [g.op("Log", [p]), g.op("Log", [g.op("Sub", [g.const("one", 1.0), p])])], stem="tta_logits")
     if temperature is not None:
@@ -167,10 +171,11 @@ def build_onnx(model, header: dict, *, tta: bool = False, temperature=None, opse
         [g.helper.make_tensor_value_info(INPUT, onnx.TensorProto.FLOAT, ["N", channels, size, size])],
         [g.helper.make_tensor_value_info(OUTPUT, onnx.TensorProto.FLOAT, ["N", n_outputs])],
         initializer=g.initializers)
-    proto = g.helper.make_model(graph, opset_imports=[g.helper.make_opsetid("", opset)],
+    opsets = [g.helper.make_opsetid("", opset)]
+    proto = g.helper.make_model(graph, opset_imports=opsets,
                                 producer_name="glasscuda", producer_version=__version__,
                                 doc_string=f"glasscuda {task} model: raw pixels in [0, 1] in, probabilities out")
-    proto.ir_version = IR_VERSION
+    proto.ir_version = g.helper.find_min_ir_version_for(opsets)   # older runtimes refuse newer IR versions
     g.helper.set_model_props(proto, _metadata(header, task, model, tta, temperature))
     onnx.checker.check_model(proto, full_check=True)
     return proto
