@@ -1,4 +1,4 @@
-"""Probability calibration: temperature scaling, ECE, NLL, reliability diagrams.
+"""Probability calibration: temperature scaling, ECE, NLL, reliability bins.
 
 Temperature scaling (Guo et al., "On Calibration of Modern Neural Networks",
 2017) divides a network's logits by a positive temperature ``T`` fitted on
@@ -20,18 +20,22 @@ Three kinds of output are handled:
 When only probabilities are available, use :func:`probabilities_to_logits`
 (``logit(clip(p, 1e-7, 1 - 1e-7))``) first.
 
-The temperature is found with NumPy alone: a golden-section search on
-``log T`` within ``bounds``.  The NLL is a convex function of ``1 / T`` (a
-logistic or softmax loss that is linear in ``1 / T``), so it is unimodal in
-``log T`` and the search finds the global minimum inside the bounds.
+The temperature is found by :func:`scipy.optimize.minimize_scalar` (bounded
+Brent) on ``log T`` within ``bounds``.  The NLL is a convex function of
+``1 / T`` (a logistic or softmax loss that is linear in ``1 / T``), so it is
+unimodal in ``log T`` and the search finds the global minimum inside the
+bounds.  Reliability diagrams are drawn by :mod:`glasscuda.plots`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+from scipy.optimize import minimize_scalar
+
+from .numerics import logit, sigmoid, softmax
 
 __all__ = [
     "PROBABILITY_EPSILON",
@@ -44,7 +48,6 @@ __all__ = [
     "negative_log_likelihood",
     "expected_calibration_error",
     "reliability_bins",
-    "reliability_diagram",
 ]
 
 PROBABILITY_EPSILON = 1e-7
@@ -52,10 +55,8 @@ PROBABILITY_EPSILON = 1e-7
 
 KINDS = ("binary", "multilabel", "multiclass")
 
-_INVERSE_GOLDEN_RATIO = (math.sqrt(5.0) - 1.0) / 2.0
 
-
-def _check_kind(kind: str) -> None:
+def check_kind(kind: str) -> None:
     """Raise ``ValueError`` for an unknown output kind."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -76,22 +77,7 @@ def probabilities_to_logits(probs: Any, eps: float = PROBABILITY_EPSILON) -> np.
     numpy.ndarray of float64, same shape as ``probs``
     """
     p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1.0 - eps)
-    return np.log(p) - np.log1p(-p)
-
-
-def sigmoid(logits: Any) -> np.ndarray:
-    """Numerically stable logistic function."""
-    z = np.asarray(logits, dtype=np.float64)
-    e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
-def softmax(logits: Any, axis: int = -1) -> np.ndarray:
-    """Numerically stable softmax along ``axis``."""
-    z = np.asarray(logits, dtype=np.float64)
-    shifted = z - z.max(axis=axis, keepdims=True)
-    e = np.exp(shifted)
-    return e / e.sum(axis=axis, keepdims=True)
+    return logit(p)
 
 
 def apply_temperature(logits: Any, temperature: Any) -> np.ndarray:
@@ -158,46 +144,11 @@ def _softmax_nll(z: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(log_norm - z[np.arange(z.shape[0]), y]))
 
 
-def _golden_section_minimise(objective, lower: np.ndarray, upper: np.ndarray, tolerance: float) -> np.ndarray:
-    """Minimise independent unimodal 1-D functions, all at once.
-
-    Parameters
-    ----------
-    objective : callable
-        Maps a vector ``x`` of shape (K,) to the K objective values, the k-th
-        depending only on ``x[k]``.
-    lower, upper : numpy.ndarray of shape (K,)
-        Search interval per function.
-    tolerance : float
-        Final interval width.
-
-    Returns
-    -------
-    numpy.ndarray of shape (K,)
-        The midpoint of each final interval.
-    """
-    a, b = lower.astype(np.float64), upper.astype(np.float64)
-    c = b - _INVERSE_GOLDEN_RATIO * (b - a)
-    d = a + _INVERSE_GOLDEN_RATIO * (b - a)
-    fc, fd = objective(c), objective(d)
-    while np.max(b - a) > tolerance:
-        keep_left = fc <= fd
-        a_next = np.where(keep_left, a, c)
-        b_next = np.where(keep_left, d, b)
-        probe = np.where(
-            keep_left,
-            b_next - _INVERSE_GOLDEN_RATIO * (b_next - a_next),
-            a_next + _INVERSE_GOLDEN_RATIO * (b_next - a_next),
-        )
-        f_probe = objective(probe)
-        c, d, fc, fd = (
-            np.where(keep_left, probe, d),
-            np.where(keep_left, c, probe),
-            np.where(keep_left, f_probe, fd),
-            np.where(keep_left, fc, f_probe),
-        )
-        a, b = a_next, b_next
-    return (a + b) / 2.0
+def _minimise_log_temperature(nll, low: float, high: float, tolerance: float) -> float:
+    """``log T`` within ``[log low, log high]`` that minimises ``nll(log T)``."""
+    result = minimize_scalar(nll, bounds=(math.log(low), math.log(high)), method="bounded",
+                             options={"xatol": tolerance})
+    return float(result.x)
 
 
 def fit_temperature(
@@ -222,7 +173,8 @@ def fit_temperature(
     bounds : (float, float)
         Smallest and largest temperature searched.  If the data push the
         optimum beyond them (for instance labels of a single class, where the
-        likelihood keeps improving as ``T`` goes to 0), the bound is returned.
+        likelihood keeps improving as ``T`` goes to 0), the bound is returned
+        (within ``tolerance`` on ``log T``).
     tolerance : float
         Width of the final search interval on ``log T``.
 
@@ -232,7 +184,7 @@ def fit_temperature(
         One float for ``"binary"`` and ``"multiclass"``; an array of ``K``
         temperatures, one per output, for ``"multilabel"``.
     """
-    _check_kind(kind)
+    check_kind(kind)
     low, high = bounds
     if not 0.0 < low < high or not math.isfinite(high):
         raise ValueError(f"bounds must satisfy 0 < low < high < inf, got {bounds}")
@@ -244,13 +196,7 @@ def fit_temperature(
         if z.ndim != 2 or z.shape[1] < 2:
             raise ValueError(f"multiclass logits must have shape (N, C>=2), got {z.shape}")
         y = _class_indices(labels, z.shape[0], z.shape[1])
-        log_t = _golden_section_minimise(
-            lambda u: np.array([_softmax_nll(z / math.exp(u[0]), y)]),
-            np.array([math.log(low)]),
-            np.array([math.log(high)]),
-            tolerance,
-        )
-        return float(math.exp(log_t[0]))
+        return math.exp(_minimise_log_temperature(lambda u: _softmax_nll(z / math.exp(u), y), low, high, tolerance))
 
     if kind == "binary":
         if z.ndim == 2 and z.shape[1] == 1:
@@ -263,14 +209,11 @@ def fit_temperature(
     if z.shape[0] == 0:
         raise ValueError("logits are empty")
     y = _binary_labels(labels, z.shape)
-    outputs = z.shape[1]
-    log_t = _golden_section_minimise(
-        lambda u: _sigmoid_nll_per_column(z / np.exp(u), y),
-        np.full(outputs, math.log(low)),
-        np.full(outputs, math.log(high)),
-        tolerance,
-    )
-    temperatures = np.exp(log_t)
+    temperatures = np.exp([
+        _minimise_log_temperature(lambda u, k=k: _sigmoid_nll_per_column(z[:, k:k + 1] / math.exp(u), y[:, k:k + 1])[0],
+                                  low, high, tolerance)
+        for k in range(z.shape[1])
+    ])
     return float(temperatures[0]) if kind == "binary" else temperatures
 
 
@@ -296,7 +239,7 @@ def negative_log_likelihood(probs: Any, labels: Any, kind: str = "binary") -> fl
         element (every example and output); for ``"multiclass"``,
         ``-mean(log p[label])``.
     """
-    _check_kind(kind)
+    check_kind(kind)
     p = np.clip(np.asarray(probs, dtype=np.float64), PROBABILITY_EPSILON, 1.0 - PROBABILITY_EPSILON)
     if kind == "multiclass":
         y = _class_indices(labels, p.shape[0], p.shape[1])
@@ -311,7 +254,7 @@ def _forecasts(probs: Any, labels: Any, kind: str) -> tuple[np.ndarray, np.ndarr
     Sigmoid kinds: every element is a forecast of "label is 1".  Multiclass:
     the top-label confidence and whether the top label is right.
     """
-    _check_kind(kind)
+    check_kind(kind)
     p = np.asarray(probs, dtype=np.float64)
     if kind == "multiclass":
         y = _class_indices(labels, p.shape[0], p.shape[1])
@@ -397,118 +340,3 @@ def expected_calibration_error(probs: Any, labels: Any, n_bins: int = 15, kind: 
         np.asarray(bins["observed_frequency"])[occupied] - np.asarray(bins["mean_predicted"])[occupied]
     )
     return float(np.sum(count[occupied] / count.sum() * gap))
-
-
-def _reliability_panel(top, bottom, curves, n_bins: int, title: str) -> None:
-    """Draw one reliability panel (top) and its bin counts (bottom)."""
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    centres = (edges[:-1] + edges[1:]) / 2.0
-    width = 1.0 / n_bins
-    top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
-    offsets = np.linspace(-0.2, 0.2, len(curves)) * width if len(curves) > 1 else [0.0]
-    for offset, (label, bins, colour) in zip(offsets, curves):
-        predicted = np.asarray(bins["mean_predicted"], dtype=np.float64)
-        observed = np.asarray(bins["observed_frequency"], dtype=np.float64)
-        occupied = ~np.isnan(predicted)
-        top.plot(predicted[occupied], observed[occupied], marker="o", color=colour, label=label)
-        bottom.bar(
-            centres + offset,
-            bins["count"],
-            width=width / max(len(curves), 1),
-            color=colour,
-            alpha=0.7,
-            label=label,
-        )
-    top.set_xlim(0, 1)
-    top.set_ylim(0, 1)
-    top.set_ylabel("observed frequency")
-    top.set_title(title)
-    top.grid(alpha=0.3)
-    top.legend(fontsize="small", loc="upper left")
-    bottom.set_xlim(0, 1)
-    bottom.set_xlabel("predicted probability")
-    bottom.set_ylabel("count")
-    bottom.set_yscale("symlog")
-
-
-def reliability_diagram(
-    probs: Any,
-    labels: Any,
-    path: Any,
-    title: str = "Reliability diagram",
-    n_bins: int = 15,
-    kind: str = "binary",
-    calibrated_probs: Any = None,
-    class_names: Sequence[str] | None = None,
-):
-    """Draw a reliability diagram and save it as PNG.
-
-    The top row plots the observed frequency against the mean forecast per
-    bin (the diagonal is perfect calibration), the bottom row the number of
-    forecasts per bin.  With ``calibrated_probs`` the calibrated forecasts are
-    drawn beside the original ones.  For multilabel input with
-    ``class_names``, each output gets its own column of panels.
-
-    Parameters
-    ----------
-    probs, labels : array-like
-        As for :func:`expected_calibration_error`.
-    path : str or path-like
-        PNG destination, written atomically.
-    title : str
-        Figure title.
-    n_bins : int
-        Number of equal-width bins.
-    kind : {"binary", "multilabel", "multiclass"}
-    calibrated_probs : array-like, optional
-        Probabilities after calibration, same shape as ``probs``.
-    class_names : sequence of str, optional
-        One name per output for multilabel input.
-
-    Returns
-    -------
-    pathlib.Path
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from glasscuda.reports import save_figure_atomic
-
-    _check_kind(kind)
-    p = np.asarray(probs, dtype=np.float64)
-    y = np.asarray(labels)
-    after = None if calibrated_probs is None else np.asarray(calibrated_probs, dtype=np.float64)
-    if kind == "multilabel" and class_names is not None and p.ndim == 2:
-        if len(class_names) != p.shape[1]:
-            raise ValueError(f"{len(class_names)} class names for {p.shape[1]} outputs")
-        panels = [
-            (str(name), p[:, k], y[:, k], None if after is None else after[:, k], "binary")
-            for k, name in enumerate(class_names)
-        ]
-    else:
-        panels = [("all outputs" if kind == "multilabel" else "", p, y, after, kind)]
-
-    figure = Figure(figsize=(4.2 * len(panels), 6.0), layout="constrained")
-    FigureCanvasAgg(figure)
-    grid = figure.add_gridspec(2, len(panels), height_ratios=[3, 1])
-    for column, (name, before, truth, calibrated, panel_kind) in enumerate(panels):
-        curves = [
-            (
-                f"before (ECE {expected_calibration_error(before, truth, n_bins, panel_kind):.4f})",
-                reliability_bins(before, truth, n_bins, panel_kind),
-                "tab:red",
-            )
-        ]
-        if calibrated is not None:
-            curves.append(
-                (
-                    f"after (ECE {expected_calibration_error(calibrated, truth, n_bins, panel_kind):.4f})",
-                    reliability_bins(calibrated, truth, n_bins, panel_kind),
-                    "tab:blue",
-                )
-            )
-        top = figure.add_subplot(grid[0, column])
-        bottom = figure.add_subplot(grid[1, column], sharex=top)
-        _reliability_panel(top, bottom, curves, n_bins, name)
-    figure.suptitle(title)
-    return save_figure_atomic(figure, path)

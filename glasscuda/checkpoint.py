@@ -17,13 +17,13 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .reports import atomic_write
 
 FORMAT_VERSION = 1
 # Largest image side a checkpoint may declare: the dense heads' weights grow with its
@@ -39,32 +39,6 @@ class CheckpointError(ValueError):
 def versions() -> dict:
     from . import __version__
     return {"glasscuda": __version__, "numpy": np.__version__}
-
-
-def current_umask() -> int:
-    """The process's file-creation mask (read by setting it and putting it back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        # mkstemp creates the file 0600; the result gets the mode any new file of the user would.
-        os.fchmod(fd, 0o666 & ~current_umask())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 @dataclass

@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .nn import Conv2d, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, Module, ReLU, Sequential
+from .numerics import sigmoid, softmax
 
 BACKBONE = ((16, 5), (32, 3), (64, 3), (64, 3))   # (out_channels, kernel_size) per block
 DOWNSAMPLE = 2 ** len(BACKBONE)
@@ -41,11 +42,6 @@ def conv_backbone(in_channels: int, rng) -> list[Module]:
 def dense_head(in_features: int, n_outputs: int, rng) -> list[Module]:
     """The binary detector's head: Flatten -> Linear(in, 128) -> ReLU -> Linear(128, n_outputs)."""
     return [Flatten(), Linear(in_features, 128, rng=rng), ReLU(), Linear(128, n_outputs, rng=rng)]
-
-
-def sigmoid(xp, z):
-    """Numerically safe logistic function on any array module."""
-    return 0.5 * (1.0 + xp.tanh(0.5 * z))
 
 
 class _Network(Module):
@@ -71,12 +67,8 @@ class _Network(Module):
 
     def predict_proba(self, x):
         """Probabilities in eval mode; the mode the network was in is restored."""
-        was_training = self.training
-        self.eval()
-        try:
-            return sigmoid(self.backend.xp, self.forward(x))
-        finally:
-            self.train(was_training)
+        with self.evaluating():
+            return sigmoid(self.forward(x), self.backend.xp)
 
 
 class BinaryDetector(_Network):
@@ -127,20 +119,16 @@ class MultiLabelNet(_Network):
         average of ``cam[n, k]`` is exactly logit k, so the map shows where
         that logit comes from. Returns (logits, cams).
         """
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             features = x
             for layer in self.body.layers[:self.n_backbone_layers]:
                 features = layer.forward(features)
-            head = self.body.layers[-1]
-            N, C, H, W = features.shape
-            flat = features.reshape(N, C, H * W)
-            cams = self.backend.xp.matmul(head.weight.data, flat) + head.bias.data[None, :, None]
-            cams = cams.reshape(N, -1, H, W)
-            return cams.mean(axis=(2, 3)), cams
-        finally:
-            self.train(was_training)
+        head = self.body.layers[-1]
+        N, C, H, W = features.shape
+        flat = features.reshape(N, C, H * W)
+        cams = self.backend.xp.matmul(head.weight.data, flat) + head.bias.data[None, :, None]
+        cams = cams.reshape(N, -1, H, W)
+        return cams.mean(axis=(2, 3)), cams
 
     def dense_class_activation_maps(self, x, step: int = 4):
         """Class activation maps on a grid ``step`` pixels apart instead of 16 ("shift and stitch").
@@ -204,15 +192,9 @@ class CifarNet(_Network):
 
     def predict_proba(self, x):
         """Softmax probabilities [N, n_classes] in eval mode; the mode the network was in is restored."""
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             logits = self.forward(x)
-        finally:
-            self.train(was_training)
-        xp = self.backend.xp
-        exp = xp.exp(logits - logits.max(axis=1, keepdims=True))
-        return exp / exp.sum(axis=1, keepdims=True)
+        return softmax(logits, axis=1, xp=self.backend.xp)
 
 
 ARCHITECTURES = {cls.architecture: cls for cls in (BinaryDetector, MultiLabelNet, CifarNet)}

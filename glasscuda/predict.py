@@ -30,7 +30,7 @@ from .data.dataset import DatasetError, load_images
 from .data.sampling import Normalizer
 from .glass import IMAGE_PATTERNS, NO_DEFECT, decide, list_images
 from .heatmaps import write_heatmaps
-from .models import sigmoid
+from .numerics import sigmoid, softmax
 from .reports import write_csv_atomic
 from .training import predict_logits
 
@@ -84,9 +84,8 @@ def collect_images(inputs) -> list[Path]:
 def task_probabilities(task: str, logits: np.ndarray) -> np.ndarray:
     """Probabilities [N, K] from logits: softmax for cifar10, sigmoid per class otherwise."""
     if task == "cifar10":
-        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return exp / exp.sum(axis=1, keepdims=True)
-    return sigmoid(np, logits)
+        return softmax(logits, axis=1)
+    return sigmoid(logits)
 
 
 def prediction_rows(task: str, ids, probs: np.ndarray, header: dict, threshold=None):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import numerics
+
 
 def _f64(*arrays):
     return [np.asarray(a, dtype=np.float64) for a in arrays]
@@ -186,7 +188,7 @@ def linear_backward(dy, x, weight):
 
 def sigmoid(z):
     (z,) = _f64(z)
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
+    return numerics.sigmoid(z)
 
 
 def bce_with_logits(z, y, eps=1e-7):

@@ -27,6 +27,7 @@ __all__ = [
     "format_value",
     "markdown_table",
     "to_jsonable",
+    "atomic_write",
     "write_bytes_atomic",
     "write_text_atomic",
     "write_json_atomic",
@@ -171,17 +172,19 @@ def to_jsonable(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as JSON: {value!r}")
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically.
+def current_umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
-    The bytes go to a temporary file in the same directory, are flushed to
-    disk, and the temporary file then replaces ``path``.
 
-    Parameters
-    ----------
-    path : str or path-like
-        Destination.  Its directory must exist.
-    data : bytes
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    The file is flushed to disk before the rename, so a reader sees the old
+    file or the whole new one, never a part; a failure leaves no temporary
+    file behind.  Missing parent folders are created.
 
     Returns
     -------
@@ -189,20 +192,25 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
         The destination path.
     """
     path = Path(path)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
+        # mkstemp creates the file 0600; the result gets the mode any new file of the user would.
+        os.fchmod(fd, 0o666 & ~current_umask())
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(temp_name)
-        except FileNotFoundError:
-            pass
+        Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda f: f.write(data))
 
 
 def write_text_atomic(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:

@@ -2,8 +2,7 @@
 
 A task (``glasscuda/tasks/*.py``) supplies the model, the loss, the optimizer
 and how to score a validation set; this module runs batches through them,
-keeps the history, and writes what a run leaves behind: best and last
-checkpoints, ``metrics.json`` and ``curves.png``, each written atomically.
+keeps the history, and writes ``metrics.json``.
 """
 from __future__ import annotations
 
@@ -15,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .models import sigmoid
-from .reports import save_figure_atomic, write_json_atomic
+from .numerics import logit, sigmoid
+from .reports import write_json_atomic
 
 
 @dataclass
@@ -64,7 +63,7 @@ def train_epoch(model, loss_fn, optimizer, images, targets, batches, normalizer,
             scheduler_step((b + 1) / len(batches))
         total += loss * len(index)
         seen += len(index)
-        all_scores.append(be.to_numpy(sigmoid(be.xp, logits)))
+        all_scores.append(be.to_numpy(sigmoid(logits, be.xp)))
         all_targets.append(targets[index])
         bar.set_postfix(loss=f"{total / seen:.4f}")
     bar.close()
@@ -80,29 +79,24 @@ def predict_logits(model, images, normalizer, *, batch_size=128, tta=False, prog
     its left-right flip and its up-down flip.
     """
     be = model.backend
-    was_training = model.training
-    model.eval()
     out = []
-    try:
+    with model.evaluating():
         for start in tqdm(range(0, len(images), batch_size), desc=description, leave=False,
                           disable=not progress, unit="batch"):
             x = be.asarray(normalizer(images[start:start + batch_size], model.dtype))
             if tta:
                 views = (x, x[:, :, :, ::-1], x[:, :, ::-1, :])
-                probs = sum(sigmoid(be.xp, model.forward(be.xp.ascontiguousarray(v))) for v in views) / 3
-                probs = be.xp.clip(probs, 1e-7, 1 - 1e-7)
-                out.append(be.to_numpy(be.xp.log(probs) - be.xp.log1p(-probs)))
+                probs = sum(sigmoid(model.forward(be.xp.ascontiguousarray(v)), be.xp) for v in views) / 3
+                out.append(be.to_numpy(logit(be.xp.clip(probs, 1e-7, 1 - 1e-7), be.xp)))
             else:
                 out.append(be.to_numpy(model.forward(x)))
-    finally:
-        model.train(was_training)
     if not out:
         return np.empty((0, 0), np.float32)
     return np.concatenate(out).astype(np.float64)
 
 
 def probabilities(logits: np.ndarray) -> np.ndarray:
-    return sigmoid(np, np.asarray(logits, dtype=np.float64))
+    return sigmoid(np.asarray(logits, dtype=np.float64))
 
 
 @dataclass
@@ -128,31 +122,6 @@ class RunFiles:
 
 def write_metrics(path, history: list[dict], final: dict | None, run: dict) -> None:
     write_json_atomic(path, {"run": run, "history": history, "final": final})
-
-
-def plot_curves(history: list[dict], path, title: str) -> None:
-    """Three panels: training loss; training P/R/F1; validation P/R/F1."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    axes[0].plot(epochs, [h["train_loss"] for h in history], marker="o")
-    axes[0].set_title("training loss")
-    for ax, prefix, name in ((axes[1], "train", "training"), (axes[2], "val", "validation")):
-        for metric in ("precision", "recall", "f1"):
-            values = [h.get(f"{prefix}_{metric}") for h in history]
-            ax.plot(epochs, [np.nan if v is None else v for v in values], marker="o", label=metric)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"{name} precision / recall / F1")
-        ax.legend(loc="lower right")
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    save_figure_atomic(fig, path)
-    plt.close(fig)
 
 
 def rng_state(rng: np.random.Generator) -> dict:

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from sklearn.metrics import log_loss
 
-from glasscuda import calibration
+from glasscuda import calibration, plots
 
 
 def _calibrated_binary(rng, rows, spread=2.0):
@@ -162,8 +162,8 @@ def test_reliability_diagram_writes_png(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         paths = [
-            calibration.reliability_diagram(before, labels, tmp_path / "binary.png", calibrated_probs=after),
-            calibration.reliability_diagram(
+            plots.reliability_diagram(before, labels, tmp_path / "binary.png", calibrated_probs=after),
+            plots.reliability_diagram(
                 multilabel, multilabel_truth, tmp_path / "multi.png", kind="multilabel", class_names=["a", "b"]
             ),
         ]

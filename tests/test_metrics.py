@@ -16,7 +16,7 @@ from sklearn.metrics import (
     recall_score,
 )
 
-from glasscuda import metrics
+from glasscuda import metrics, plots
 
 
 def _brute_force_curve(truth, scores):
@@ -236,10 +236,10 @@ def test_plots_write_png_files(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         paths = [
-            metrics.plot_pr_curves(truth, scores, names, tmp_path / "pr.png", marked_thresholds=[0.5] * 2),
-            metrics.plot_confusion_matrices(report, tmp_path / "cm.png"),
-            metrics.plot_score_histograms(truth, scores, names, tmp_path / "hist.png", thresholds=[0.5] * 2),
-            metrics.plot_pr_curves(truth[:, 0], scores[:, 0], ["defective"], tmp_path / "pr1.png"),
+            plots.plot_pr_curves(truth, scores, names, tmp_path / "pr.png", marked_thresholds=[0.5] * 2),
+            plots.plot_confusion_matrices(report, tmp_path / "cm.png"),
+            plots.plot_score_histograms(truth, scores, names, tmp_path / "hist.png", thresholds=[0.5] * 2),
+            plots.plot_pr_curves(truth[:, 0], scores[:, 0], ["defective"], tmp_path / "pr1.png"),
         ]
     for path in paths:
         with Image.open(path) as image:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import calibration, metrics
+from .. import metrics, plots
 from ..reports import write_csv_atomic, write_json_atomic
 from .report import EvaluationReport
 
@@ -47,17 +47,17 @@ def write_outputs(report: EvaluationReport, out_dir: str | Path) -> list[str]:
 
     written.append(write_csv_atomic(out / "threshold_table.csv", _threshold_table_rows(report), THRESHOLD_TABLE_COLUMNS))
     if report.sweep:
-        written.append(metrics.plot_pr_curves(truth, scores, classes, out / "pr_curve.png", marked_thresholds=cuts))
+        written.append(plots.plot_pr_curves(truth, scores, classes, out / "pr_curve.png", marked_thresholds=cuts))
     written.append(
-        metrics.plot_score_histograms(truth, scores, classes, out / "score_histogram.png", thresholds=cuts)
+        plots.plot_score_histograms(truth, scores, classes, out / "score_histogram.png", thresholds=cuts)
     )
     if report.inputs["task"] == "multilabel":
-        written.append(metrics.plot_confusion_matrices(report.metrics, out / "confusion_matrices.png"))
+        written.append(plots.plot_confusion_matrices(report.metrics, out / "confusion_matrices.png"))
     if report.calibration is not None:
         before, after, labels = report.calibrated.before, report.calibrated.after, report.calibrated.truth
         kind = "binary" if len(classes) == 1 else "multilabel"
         written.append(
-            calibration.reliability_diagram(
+            plots.reliability_diagram(
                 before[:, 0] if kind == "binary" else before,
                 labels[:, 0] if kind == "binary" else labels,
                 out / "reliability.png",

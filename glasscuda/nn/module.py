@@ -7,6 +7,8 @@ between devices and precisions with ``to``. Gradients accumulate into
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from ..backend import Backend, get_backend
@@ -93,6 +95,16 @@ class Module:
 
     def eval(self):
         return self.train(False)
+
+    @contextlib.contextmanager
+    def evaluating(self):
+        """Evaluation mode inside the block; the mode the module was in is restored after it."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield self
+        finally:
+            self.train(was_training)
 
     def to(self, device=None, dtype=None):
         """Move parameters to ``device`` ("cpu", "gpu", "auto" or a Backend) and/or cast to ``dtype``."""

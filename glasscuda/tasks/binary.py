@@ -16,6 +16,7 @@ from ..data.sampling import BalancedBatchSampler, random_flips_and_quarter_turns
 from ..losses import BCEWithLogitsLoss
 from ..metrics import precision_recall_f1, search_threshold
 from ..models import BinaryDetector
+from ..plots import plot_training_curves
 from ..optim import Adam, ReduceLROnPlateau
 from ..reports import write_json_atomic
 from .common import Recipe, describe, fit, fmt, load_glass_splits
@@ -80,7 +81,7 @@ def finish(model, data, history, run_config, files, stopper, header) -> dict:
     training.write_metrics(files.metrics, history, final, run_config)
     write_json_atomic(files.thresholds, {"defect": threshold, "pr_optimum": search.pr_optimum_threshold})
     if history:
-        training.plot_curves(history, files.curves, "binary defect detector")
+        plot_training_curves(history, files.curves, "binary defect detector")
     save_checkpoint(files.best, model, {"task": "binary", "run": run_config, "epoch": stopper.best_epoch,
                                         "normalization": data.normalizer.to_dict(),
                                         "threshold": threshold, **header})

@@ -25,7 +25,7 @@ from ..data.sampling import Normalizer, ShuffledBatchSampler
 from ..losses import CrossEntropyLoss
 from ..models import CifarNet
 from ..optim import Adam
-from ..reports import save_figure_atomic
+from ..plots import plot_accuracy_curves
 from .common import UsageError, resume_state
 
 RUN_KEYS = ("task", "data", "img_size", "batch_size", "lr", "seed", "hflip")
@@ -137,29 +137,6 @@ def per_class_accuracy(predicted: np.ndarray, labels: np.ndarray, names) -> dict
             for k, name in enumerate(names)}
 
 
-def plot_history(history: list[dict], path) -> None:
-    """Two panels: training loss; training and validation accuracy per epoch."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    loss_ax.plot(epochs, [h["train_loss"] for h in history], marker="o")
-    loss_ax.set_title("training loss")
-    for key, label in (("train_accuracy", "training"), ("val_accuracy", "validation")):
-        acc_ax.plot(epochs, [h[key] for h in history], marker="o", label=label)
-    acc_ax.set_ylim(-0.02, 1.02)
-    acc_ax.set_title("accuracy")
-    acc_ax.legend(loc="lower right")
-    for ax in (loss_ax, acc_ax):
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    fig.suptitle("CIFAR-10")
-    save_figure_atomic(fig, path)
-    plt.close(fig)
-
-
 def run(args, be, files) -> dict:
     """Train CifarNet on ``--data``, write the run's artifacts into ``files``; returns the final block."""
     if args.img_size != SIDE:
@@ -214,7 +191,7 @@ def run(args, be, files) -> dict:
             save_checkpoint(files.best, model, header(epoch))
         save_checkpoint(files.last, model, header(epoch), optimizer)
         training.write_metrics(files.metrics, history, None, run_config)
-        plot_history(history, files.curves)
+        plot_accuracy_curves(history, files.curves, "CIFAR-10")
 
     if best_state is not None:
         model.load_state_dict(best_state)

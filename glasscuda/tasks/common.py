@@ -10,6 +10,7 @@ import numpy as np
 from ..checkpoint import load_checkpoint
 from ..data import DatasetError, GlassDataset, load_split, stratified_split, synthetic_dataset
 from ..data.sampling import Normalizer
+from ..plots import plot_training_curves
 
 
 class UsageError(Exception):
@@ -172,7 +173,7 @@ def fit(args, files, data: GlassSplits, recipe: Recipe, run_config: dict, header
             save_checkpoint(files.best, model, header(epoch))
         save_checkpoint(files.last, model, header(epoch), optimizer)
         training.write_metrics(files.metrics, history, None, run_config)
-        training.plot_curves(history, files.curves, recipe.name)
+        plot_training_curves(history, files.curves, recipe.name)
 
     model.load_state_dict(best_state if best_state is not None else model.state_dict())
     return history, stopper

@@ -33,9 +33,10 @@ from ..data.augment import Augment
 from ..data.sampling import BalancedBatchSampler
 from ..glass import NO_DEFECT, decide
 from ..losses import FocalLoss, inverse_frequency_weights
-from ..metrics import multilabel_report, plot_confusion_matrices, search_thresholds_per_class
+from ..metrics import multilabel_report, search_thresholds_per_class
 from ..models import MultiLabelNet
 from ..optim import AdamW, CosineAnnealingWarmRestarts
+from ..plots import plot_confusion_matrices
 from ..reports import markdown_table, write_json_atomic
 from .common import Recipe, UsageError, describe, fit, fmt, load_glass_splits
 
