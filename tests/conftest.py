@@ -78,7 +78,11 @@ def cpu():
 @pytest.fixture(scope="session")
 def gpu():
     if not gpu_available():
-        pytest.skip("no CUDA GPU answers here (CuPy missing or no device)")
+        from glasscuda.backend import probe_gpu
+        reason = f"no usable CUDA GPU here: {probe_gpu()[1]}"
+        if os.environ.get("GLASSCUDA_REQUIRE_GPU"):  # python -m bench.gpu_acceptance
+            pytest.fail(reason)
+        pytest.skip(reason)
     return get_backend("gpu")
 
 
