@@ -29,6 +29,7 @@ from .checkpoint import CheckpointError, load_model
 from .data.dataset import DatasetError, load_images
 from .data.sampling import Normalizer
 from .glass import IMAGE_PATTERNS, NO_DEFECT, decide, list_images
+from .cli import check_writable_file, positive_float, positive_int, probabilities, remove_empty_folders
 from .heatmaps import write_heatmaps
 from .numerics import sigmoid, softmax
 from .reports import write_csv_atomic
@@ -49,17 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"image files and/or folders (folders: every {IMAGE_PATTERNS} inside)")
     parser.add_argument("--output", default="predictions.csv", metavar="CSV",
                         help="where to write the predictions (default predictions.csv)")
-    parser.add_argument("--threshold", type=float,
-                        help="decision threshold for the binary label (default: the checkpoint's)")
-    parser.add_argument("--temperature", type=float,
-                        help="divide logits by this temperature before the sigmoid (softmax for cifar10) "
+    parser.add_argument("--threshold", type=probabilities, metavar="T[,T...]",
+                        help="decision threshold(s) in [0, 1] (default: the checkpoint's): one for a binary "
+                             "checkpoint; for a multi-label one, one for every class or one per class in the "
+                             "checkpoint's order (no_defect first, as in the CSV columns)")
+    parser.add_argument("--temperature", type=positive_float,
+                        help="divide logits by this temperature (> 0) before the sigmoid (softmax for cifar10) "
                              "(default: the checkpoint's, else 1)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="average over the image and its flips (default: on for multilabel)")
     parser.add_argument("--heatmaps", metavar="DIR",
                         help="multi-label checkpoints: write a heatmap overlay per image and predicted "
                              "defect, and peaks.csv, into DIR")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (default 64)")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -67,17 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def collect_images(inputs) -> list[Path]:
-    paths = []
+    """The image files named by ``inputs``, each once (a file given twice, or also inside a given folder, is scored once)."""
+    paths, seen = [], set()
     for item in map(Path, inputs):
         if item.is_dir():
             found = list_images(item)[0]
             if not found:
                 raise DatasetError(f"{item}: no images ({IMAGE_PATTERNS}) in this folder")
-            paths += found
         elif item.is_file():
-            paths.append(item)
+            found = [item]
         else:
             raise DatasetError(f"{item}: no such file or folder")
+        for path in found:
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                paths.append(path)
     return paths
 
 
@@ -106,12 +113,29 @@ def prediction_rows(task: str, ids, probs: np.ndarray, header: dict, threshold=N
         decided = (probs[:, 0] >= threshold).astype(np.int64)
         rows = [{"id": i, "probability": float(p), "label": int(d)} for i, p, d in zip(ids, probs[:, 0], decided)]
         return rows, ["id", "probability", "label"], decided
-    thresholds = np.asarray(header.get("thresholds") or [0.5] * len(names))
+    if threshold is not None:   # one value for every class, or one per class
+        thresholds = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (len(names),))
+    else:
+        thresholds = np.asarray(header.get("thresholds") or [0.5] * len(names))
     decided = decide(probs, thresholds)
     rows = [{"id": i, **{f"p_{n}": float(v) for n, v in zip(names, p)},
              "labels": ";".join(n for n, on in zip(names, marks) if on)}
             for i, p, marks in zip(ids, probs, decided)]
     return rows, ["id", *[f"p_{n}" for n in names], "labels"], decided
+
+
+def threshold_problem(task: str, threshold, names) -> str | None:
+    """Why ``--threshold`` does not fit a ``task`` checkpoint with classes ``names``; None when it does."""
+    if threshold is None:
+        return None
+    count = len(threshold) if isinstance(threshold, tuple) else 1
+    if task == "cifar10":
+        return "a cifar10 checkpoint predicts the most probable class; there is no threshold to set"
+    if task == "binary" and count != 1:
+        return f"a binary checkpoint takes one threshold, got {count}"
+    if task == "multilabel" and count not in (1, len(names)):
+        return f"give one threshold for every class or one per class ({', '.join(names)}), got {count}"
+    return None
 
 
 def main(argv=None) -> int:
@@ -120,15 +144,22 @@ def main(argv=None) -> int:
         from .export.runtime import predict_main
         return predict_main(args)
     try:
+        created = check_writable_file(args.output, "--output")
         be = get_backend(args.device)
         model, header = load_model(args.checkpoint, be)
         config = header["model"]
         images, kept, skipped = load_images(collect_images(args.input), image_size=config["image_size"],
                                             channels=config["in_channels"], strict=args.strict)
-    except (CheckpointError, DatasetError, RuntimeError) as error:
+    except (CheckpointError, DatasetError, RuntimeError, ValueError) as error:
+        remove_empty_folders(locals().get("created", []))
         print(f"error: {error}", file=sys.stderr)
         return 2
     task = header.get("task", config["architecture"])
+    problem = threshold_problem(task, args.threshold, header.get("class_names", []))
+    if problem:
+        remove_empty_folders(created)
+        print(f"error: --threshold: {problem} ({args.checkpoint} is a {task} checkpoint)", file=sys.stderr)
+        return 2
     if args.heatmaps and task != "multilabel":
         print(f"error: --heatmaps needs a multi-label checkpoint (its pooled head gives the maps); "
               f"{args.checkpoint} is a {task} checkpoint", file=sys.stderr)

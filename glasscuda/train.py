@@ -21,6 +21,7 @@ import numpy as np
 
 from .backend import get_backend
 from .checkpoint import CheckpointError
+from .cli import non_negative_float, positive_float, positive_int
 from .data.augment import Augment
 from .glass import MULTILABEL_CLASSES
 from .tasks.common import UsageError
@@ -65,10 +66,10 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
                              "(default: the synthetic glass set); for cifar10 (required): the "
                              "cifar-10-batches-py folder or its parent")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/<task>)")
-    parser.add_argument("--epochs", type=int, help="maximum epochs (binary 50, multilabel 9, cifar10 10; early stopping "
+    parser.add_argument("--epochs", type=positive_int, help="maximum epochs (binary 50, multilabel 9, cifar10 10; early stopping "
                              "after 8 epochs without a better validation F1 may end sooner)")
-    parser.add_argument("--batch-size", type=int, help="images per batch (glass tasks 32, cifar10 64)")
-    parser.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    parser.add_argument("--batch-size", type=positive_int, help="images per batch (glass tasks 32, cifar10 64)")
+    parser.add_argument("--lr", type=positive_float, help="learning rate (default 1e-3)")
     parser.add_argument("--img-size", type=int, help="images are resized to this square size "
                                                      "(multiple of 16; binary 128, multilabel 128, cifar10 32)")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
@@ -92,18 +93,18 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
         "Predicted defects are the classes that reach their own threshold "
         "(searched on validation); when none does, the image is 'no_defect'; when 'no_defect' "
         "passes together with a defect, the defect is reported."))
-    multilabel.add_argument("--gamma", type=float, default=2.0, help="focal loss gamma (default 2)")
+    multilabel.add_argument("--gamma", type=non_negative_float, default=2.0, help="focal loss gamma, >= 0 (default 2)")
     multilabel.add_argument("--class-weights", metavar="W0,W1,W2,W3",
                             help=f"positive weights for {','.join(MULTILABEL_CLASSES)} "
                                  "(default: inverse class frequency in the training batches)")
-    multilabel.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW decay (default 0.01)")
+    multilabel.add_argument("--weight-decay", type=non_negative_float, default=1e-2, help="AdamW decay (default 0.01)")
     multilabel.add_argument("--warmup-epochs", type=int, default=10, metavar="N",
                             help="epochs that first train the backbone under the binary detector's dense "
                                  "head (one output per class) before the pooled head takes over; 0 skips "
                                  "it (default 10)")
-    multilabel.add_argument("--t0", type=int, default=3, help="warm-restart period T_0 in epochs (default 3)")
-    multilabel.add_argument("--t-mult", type=int, default=2, help="period multiplier T_mult (default 2)")
-    multilabel.add_argument("--eta-min", type=float, default=1e-5, help="lowest learning rate (default 1e-5)")
+    multilabel.add_argument("--t0", type=positive_int, default=3, help="warm-restart period T_0 in epochs (default 3)")
+    multilabel.add_argument("--t-mult", type=positive_int, default=2, help="period multiplier T_mult (default 2)")
+    multilabel.add_argument("--eta-min", type=non_negative_float, default=1e-5, help="lowest learning rate (default 1e-5)")
     multilabel.add_argument("--channels", type=int, choices=(1, 3), default=1, help="1 grayscale, 3 RGB")
     multilabel.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                             help="validate and test on the mean of the image and its flips (default on)")
@@ -133,8 +134,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for key, value in TASK_DEFAULTS[args.task].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
-        parser.error("--epochs and --batch-size must be >= 1 and --lr > 0")
+    if args.data:   # one dataset, one path: a relative and an absolute --data are the same run for --resume
+        args.data = str(Path(args.data).expanduser().resolve())
     if args.warmup_epochs < 0:
         parser.error(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
     if args.synthetic_train is not None and args.synthetic_train < 10:

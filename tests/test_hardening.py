@@ -256,3 +256,131 @@ def test_a_non_finite_gradient_stops_the_epoch_before_the_update():
                              progress=False)
     for name, value in model.state_dict().items():
         np.testing.assert_array_equal(value, before[name])
+
+
+# Options that must not silently misbehave ------------------------------------------
+
+def usage_error(main, argv, capsys) -> str:
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("flag,value,expected", [
+    ("--temperature", "0", "argument --temperature: must be > 0"),
+    ("--temperature", "-1", "argument --temperature: must be > 0"),
+    ("--temperature", "nan", "argument --temperature: 'nan' is not a finite number"),
+    ("--threshold", "1.5", "argument --threshold: must lie in [0, 1]"),
+    ("--threshold", "-0.1", "argument --threshold: must lie in [0, 1]"),
+    ("--threshold", "0.2,x", "argument --threshold: 'x' is not a number"),
+    ("--batch-size", "0", "argument --batch-size: must be >= 1"),
+])
+def test_predict_refuses_nonsense_options(tmp_path, capsys, flag, value, expected):
+    line = usage_error(predict.main, ["--checkpoint", "c.npz", "--input", "img", flag, value], capsys)
+    assert line.endswith(expected) or expected in line, line
+
+
+@pytest.mark.parametrize("flag,value,expected", [
+    ("--batch-size", "0", "argument --batch-size: must be >= 1"),
+    ("--epochs", "0", "argument --epochs: must be >= 1"),
+    ("--lr", "nan", "argument --lr: 'nan' is not a finite number"),
+    ("--lr", "inf", "argument --lr: 'inf' is not a finite number"),
+    ("--lr", "0", "argument --lr: must be > 0"),
+    ("--lr", "-0.001", "argument --lr: must be > 0"),
+    ("--gamma", "-1", "argument --gamma: must be >= 0"),
+    ("--weight-decay", "nan", "argument --weight-decay: 'nan' is not a finite number"),
+    ("--t0", "0", "argument --t0: must be >= 1"),
+])
+def test_train_refuses_nonsense_options(capsys, flag, value, expected):
+    from glasscuda import train
+    line = usage_error(train.main, ["--task", "multilabel", flag, value], capsys)
+    assert expected in line, line
+
+
+@pytest.fixture
+def multilabel_checkpoint(tmp_path):
+    from glasscuda.models import MultiLabelNet
+    model = MultiLabelNet(image_size=16, seed=0)
+    header = {"task": "multilabel", "normalization": Normalizer([0.5], [0.2]).to_dict(),
+              "class_names": ["no_defect", "chipped_edge", "scratch", "stain"],
+              "thresholds": [0.5, 0.5, 0.5, 0.5], "tta": False}
+    return save_checkpoint(tmp_path / "ml.npz", model, header)
+
+
+def some_images(folder, n=5):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(folder / f"im{i}.png")
+    return folder
+
+
+def read_rows(path):
+    import csv
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_threshold_with_a_multilabel_checkpoint_is_applied_per_class(tmp_path, multilabel_checkpoint, capsys):
+    images = some_images(tmp_path / "img")
+    base = ["--checkpoint", multilabel_checkpoint, "--input", images, "--no-tta"]
+    code, _ = run_predict(multilabel_checkpoint, images, tmp_path / "default.csv", capsys, "--no-tta")
+    assert code == 0
+    rows = read_rows(tmp_path / "default.csv")
+    probs = np.array([[float(r[f"p_{n}"]) for n in ("no_defect", "chipped_edge", "scratch", "stain")] for r in rows])
+    names = ["no_defect", "chipped_edge", "scratch", "stain"]
+    from glasscuda.tasks.multilabel import decide
+    for given, per_class in ((["0"], [0.0] * 4), (["1"], [1.0] * 4),
+                             ([",".join(["1", "0", "1", "1"])], [1.0, 0.0, 1.0, 1.0])):
+        out = tmp_path / "t.csv"
+        code, _ = run_predict(multilabel_checkpoint, images, out, capsys, "--no-tta", "--threshold", *given)
+        assert code == 0
+        expected = decide(probs, per_class)
+        labels = [";".join(n for n, on in zip(names, marks) if on) for marks in expected]
+        assert [r["labels"] for r in read_rows(out)] == labels, given
+    # The two extremes differ, so the option cannot have been ignored.
+    assert decide(probs, [0.0] * 4).tolist() != decide(probs, [1.0] * 4).tolist()
+    code, out = run_predict(multilabel_checkpoint, images, tmp_path / "bad.csv", capsys, "--threshold", "0.5,0.5")
+    assert code == 2 and "--threshold: give one threshold for every class or one per class" in out.err
+    assert not (tmp_path / "bad.csv").exists()
+
+
+def test_a_binary_checkpoint_takes_one_threshold(tmp_path, good_checkpoint, one_image, capsys):
+    code, out = run_predict(good_checkpoint, one_image, tmp_path / "p.csv", capsys, "--threshold", "0.2,0.3")
+    assert code == 2 and "a binary checkpoint takes one threshold, got 2" in out.err
+
+
+def test_the_same_image_given_twice_is_scored_once(tmp_path, good_checkpoint, capsys):
+    images = some_images(tmp_path / "img", n=3)
+    out = tmp_path / "p.csv"
+    code = predict.main(["--checkpoint", str(good_checkpoint), "--input", str(images / "im1.png"), str(images),
+                         str(images / "im1.png"), str(tmp_path / "img" / ".." / "img" / "im2.png"),
+                         "--output", str(out), "--device", "cpu", "--no-progress"])
+    assert code == 0
+    assert [r["id"] for r in read_rows(out)] == ["im1", "im0", "im2"]
+
+
+def test_resume_treats_a_relative_and_an_absolute_data_path_as_one(tiny_glass, tmp_path, monkeypatch):
+    monkeypatch.chdir(tiny_glass.parent)
+    common = ["--img-size", 32, "--device", "cpu", "--out", tmp_path / "run"]
+    assert run_train("--data", tiny_glass.name, *common, "--epochs", 1) == 0
+    assert run_train("--data", tiny_glass.resolve(), *common, "--epochs", 2, "--resume") == 0
+    assert load_checkpoint(tmp_path / "run" / "last.npz").header["epoch"] == 2
+
+
+def test_resume_refuses_a_dataset_whose_files_changed(tiny_glass, tmp_path, capsys):
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(tiny_glass, data)
+    common = ["--data", data, "--img-size", 32, "--device", "cpu", "--out", tmp_path / "run"]
+    assert run_train(*common, "--epochs", 1) == 0
+    capsys.readouterr()
+    img = data / "train" / "img"
+    first, second = sorted(img.iterdir())[:2]
+    shutil.copy(first, img / "new_panel.png")
+    second.unlink()
+    assert run_train(*common, "--epochs", 2, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "--resume: the dataset changed since the run began" in err
+    assert f"train: 1 added (new_panel.png); train: 1 removed ({second.name})" in err

@@ -61,8 +61,27 @@ def describe(name: str, data: GlassDataset) -> str:
     return f"{name} {len(data)} images ({n_def} defective)"
 
 
-def resume_state(args, files, run_config: dict):
-    """The last checkpoint of ``--out`` when ``--resume``; checks it belongs to this run."""
+def dataset_files(data: GlassSplits) -> dict:
+    """The image file names of each split as this run found them (skipped ones included)."""
+    train = data.train.paths + data.val.paths + [path for path, _ in data.train.skipped]
+    test = data.test.paths + [path for path, _ in data.test.skipped]
+    return {split: sorted({Path(p).name for p in paths}) for split, paths in (("train", train), ("test", test))}
+
+
+def changed_files(stored: dict, now: dict) -> str | None:
+    """What was added to or removed from each split since ``stored`` was taken; None when nothing."""
+    changes = []
+    for split in sorted(set(stored) | set(now)):
+        before, after = set(stored.get(split, [])), set(now.get(split, []))
+        for what, names in (("added", sorted(after - before)), ("removed", sorted(before - after))):
+            if names:
+                shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+                changes.append(f"{split}: {len(names)} {what} ({shown})")
+    return "; ".join(changes) or None
+
+
+def resume_state(args, files, run_config: dict, files_now: dict | None = None):
+    """The last checkpoint of ``--out`` when ``--resume``; checks it belongs to this run (and its data)."""
     if not args.resume:
         return None
     if not files.last.exists():
@@ -75,6 +94,11 @@ def resume_state(args, files, run_config: dict):
         shown = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differing.items())
         raise UsageError(f"--resume: {files.last} was trained with other settings ({shown}); "
                          "resume with the same settings or use a new --out")
+    stored_files = checkpoint.header.get("dataset_files")
+    changes = changed_files(stored_files, files_now) if stored_files and files_now else None
+    if changes:
+        raise UsageError(f"--resume: the dataset changed since the run began ({changes}); "
+                         "restore those files or start a new run in another --out")
     return checkpoint
 
 
@@ -121,7 +145,8 @@ def fit(args, files, data: GlassSplits, recipe: Recipe, run_config: dict, header
     rng = np.random.default_rng(args.seed)
     history, best_state, start_epoch = [], None, 0
 
-    checkpoint = resume_state(args, files, run_config)
+    files_now = dataset_files(data)
+    checkpoint = resume_state(args, files, run_config, files_now)
     if checkpoint is not None:
         model.load_state_dict(checkpoint.model_state)
         optimizer.load_state_dict(checkpoint.optimizer_state)
@@ -138,7 +163,7 @@ def fit(args, files, data: GlassSplits, recipe: Recipe, run_config: dict, header
         return {"task": recipe.name, "run": run_config, "epoch": epoch,
                 "normalization": data.normalizer.to_dict(), "scheduler": scheduler.state_dict(),
                 "early_stopping": stopper.state_dict(), "history": history,
-                "rng": training.rng_state(rng), **header_extra, **extra}
+                "rng": training.rng_state(rng), "dataset_files": files_now, **header_extra, **extra}
 
     for epoch in range(start_epoch + 1, args.epochs + 1):
         if stopper.should_stop:
