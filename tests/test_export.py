@@ -281,7 +281,8 @@ def test_predict_onnx_rejects_options_fixed_by_the_graph(checkpoints, dataset, t
     base = ["--onnx", str(onnx_path), "--input", str(dataset / "test/img"), "--output", str(tmp_path / "p.csv")]
     for extra, words in ((["--heatmaps", str(tmp_path / "maps")], "--heatmaps needs the checkpoint"),
                          (["--no-tta"], "exported with TTA inside"),
-                         (["--temperature", "2"], "--temperature")):
+                         (["--temperature", "2"], "--temperature"),
+                         (["--threshold", "0.5,0.5"], "one per class")):
         assert predict.main(base + extra) == 2
         err = capsys.readouterr().err.strip()
         assert words in err and len(err.splitlines()) == 1

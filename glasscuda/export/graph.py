@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..checkpoint import atomic_write
+from ..reports import atomic_write
 from ..data.sampling import Normalizer
 from ..nn import Conv2d, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU
 from .common import INPUT, OUTPUT, ExportError, load_network, require, task_of
@@ -200,6 +200,8 @@ def check_images(header: dict, images=None, count: int = 16, seed: int = 0) -> t
     """
     config = header["model"]
     channels, size = config["in_channels"], config["image_size"]
+    if isinstance(images, (str, Path)):
+        images = [images]
     if images is not None and not isinstance(images, np.ndarray):
         from ..data.dataset import DatasetError, load_images
         from ..predict import collect_images

@@ -84,21 +84,28 @@ def _fixed_by_graph(args, model: OnnxModel) -> str | None:
 
 def predict_main(args) -> int:
     """predict's command line with ``--onnx``: same images, same CSV columns, ONNX Runtime's forward."""
+    from ..cli import check_writable_file, remove_empty_folders
     from ..data.dataset import DatasetError, load_images
-    from ..predict import collect_images, prediction_rows
+    from ..predict import collect_images, prediction_rows, threshold_problem
     from ..reports import write_csv_atomic
 
+    created = []
     try:
+        created = check_writable_file(args.output, "--output")
         model = OnnxModel(args.onnx)
         channels, height, width = model.input_shape
         if height != width:
             raise ExportError(f"{model.path} takes {height}x{width} images; glasscuda reads square images only")
         problem = _fixed_by_graph(args, model)
+        if problem is None and threshold_problem(model.task, args.threshold, model.class_names):
+            problem = (f"--threshold: {threshold_problem(model.task, args.threshold, model.class_names)} "
+                       f"({model.path} is a {model.task} model)")
         if problem:
             raise ExportError(problem)
         images, kept, skipped = load_images(collect_images(args.input), image_size=height, channels=channels,
                                             strict=args.strict)
-    except (ExportError, DatasetError) as error:
+    except (ValueError, DatasetError) as error:   # ExportError and the --output check are ValueErrors
+        remove_empty_folders(created)
         print(f"error: {error}", file=sys.stderr)
         return 2
     probs = model.predict(images, batch_size=args.batch_size).astype(np.float64)
