@@ -21,7 +21,7 @@ import numpy as np
 
 from .backend import get_backend
 from .checkpoint import CheckpointError
-from .cli import non_negative_float, positive_float, positive_int
+from .cli import check_writable_folder, non_negative_float, positive_float, positive_int, remove_empty_folders
 from .data.augment import Augment
 from .glass import MULTILABEL_CLASSES
 from .tasks.common import UsageError
@@ -148,6 +148,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
+    try:   # before any work: a run must not fail at its first save
+        created = check_writable_folder(args.out, "--out")
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     try:
         be = get_backend(args.device)
         print(f"glasscuda: task {args.task} on {be.name}, writing to {args.out}")
@@ -158,9 +163,11 @@ def main(argv=None) -> int:
         with np.errstate(invalid="ignore", over="ignore"):
             runner(args, be, files)
     except (UsageError, CheckpointError, RuntimeError) as error:
+        remove_empty_folders(created)
         print(f"error: {error}", file=sys.stderr)
         return 2
     except FloatingPointError as error:
+        remove_empty_folders(created)
         last = Path(args.out) / "last.npz"
         kept = (f"the last good epoch is kept in {last}" if last.exists()
                 else "no epoch had finished, so no checkpoint was written")
@@ -173,7 +180,11 @@ def main(argv=None) -> int:
         else:
             print("\ninterrupted before the first epoch (after any warm-up) ended: there is nothing "
                   "to resume; run the command again without --resume", file=sys.stderr)
+        remove_empty_folders(created)
         return 130
+    except BaseException:
+        remove_empty_folders(created)
+        raise
     print(f"done in {time.perf_counter() - started:.0f}s; artifacts in {args.out}")
     return 0
 

@@ -113,6 +113,9 @@ class RunFiles:
     def __post_init__(self):
         self.out = Path(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
+        # A write killed mid-way (SIGKILL, power loss) leaves its temporary file; the next run clears it.
+        for stale in self.out.glob(".*.partial"):
+            stale.unlink(missing_ok=True)
         self.best = self.out / "best.npz"
         self.last = self.out / "last.npz"
         self.metrics = self.out / "metrics.json"

@@ -384,3 +384,93 @@ def test_resume_refuses_a_dataset_whose_files_changed(tiny_glass, tmp_path, caps
     err = capsys.readouterr().err
     assert "--resume: the dataset changed since the run began" in err
     assert f"train: 1 added (new_panel.png); train: 1 removed ({second.name})" in err
+
+
+# Outputs: checked before any work, nothing left behind, the user's umask --------------
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder no file can be created in (sysfs refuses even root, who ignores permission bits)."""
+    import os
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    import pathlib
+    if not pathlib.Path("/sys/kernel").is_dir():
+        pytest.skip("running as root without sysfs: no folder here refuses root's writes")
+    yield pathlib.Path("/sys/kernel")
+
+
+def test_train_refuses_an_out_that_is_a_file_before_any_work(tiny_glass, tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.write_text("not a folder")
+    assert run_train("--data", tiny_glass, "--img-size", 32, "--epochs", 1, "--out", out, "--device", "cpu") == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip() == f"error: --out {out} is an existing file, not a folder; choose another path"
+
+
+def test_train_refuses_a_read_only_out_before_any_work(tiny_glass, read_only_folder, capsys):
+    assert run_train("--data", tiny_glass, "--img-size", 32, "--epochs", 1, "--out", read_only_folder,
+                     "--device", "cpu") == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"error: --out {read_only_folder} cannot be written")
+    assert len(captured.err.strip().splitlines()) == 1
+
+
+def test_a_failed_run_leaves_no_empty_out_folder(tmp_path, capsys):
+    out = tmp_path / "new" / "run"
+    assert run_train("--data", tmp_path / "no-such-data", "--out", out, "--device", "cpu") == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_stale_partial_file_is_cleared_by_the_next_run_in_that_folder(tiny_glass, tmp_path):
+    import os
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = out / ".last.npz.k3j9x_2a.partial"
+    stale.write_bytes(b"half a checkpoint")
+    old_mask = os.umask(0o027)
+    try:
+        assert run_train("--data", tiny_glass, "--img-size", 32, "--epochs", 1, "--out", out,
+                         "--device", "cpu") == 0
+    finally:
+        os.umask(old_mask)
+    assert not stale.exists()
+    assert not list(out.glob(".*"))
+    for name in ("best.npz", "last.npz"):
+        assert (out / name).stat().st_mode & 0o777 == 0o640, name
+
+
+def test_predict_output_gets_missing_folders_and_the_users_umask(tmp_path, good_checkpoint, one_image, capsys):
+    import os
+    out = tmp_path / "new" / "deeper" / "p.csv"
+    old_mask = os.umask(0o027)
+    try:
+        code, _ = run_predict(good_checkpoint, one_image, out, capsys)
+    finally:
+        os.umask(old_mask)
+    assert code == 0 and [r["id"] for r in read_rows(out)] == ["a"]
+    assert out.stat().st_mode & 0o777 == 0o640
+
+
+def test_predict_refuses_a_folder_or_read_only_output_up_front(tmp_path, good_checkpoint, one_image,
+                                                               read_only_folder, capsys):
+    code, out = run_predict(good_checkpoint, one_image, tmp_path, capsys)
+    assert code == 2 and out.out == ""
+    assert out.err.strip().startswith(f"error: --output {tmp_path} is a folder; give a file name")
+    code, out = run_predict(good_checkpoint, one_image, read_only_folder / "p.csv", capsys)
+    assert code == 2 and out.out == ""
+    assert out.err.strip().startswith(f"error: --output {read_only_folder} cannot be written")
+
+
+def test_a_failed_predict_leaves_no_empty_output_folder(tmp_path, one_image, capsys):
+    code, out = run_predict(tmp_path / "missing.npz", one_image, tmp_path / "new" / "p.csv", capsys)
+    assert code == 2 and "does not exist" in out.err
+    assert not (tmp_path / "new").exists()
