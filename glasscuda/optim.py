@@ -1,7 +1,7 @@
 """Optimizers, learning-rate schedules and early stopping, written out by hand.
 
 ``Adam`` and ``AdamW`` follow PyTorch's update rules exactly (see
-kernels/adam.cu); each step is one fused kernel launch per parameter tensor.
+kernels/adam.cu); each step is one fused kernel launch over all parameters.
 The schedules follow PyTorch's definitions of ``ReduceLROnPlateau`` and
 ``CosineAnnealingWarmRestarts``. Everything has ``state_dict`` /
 ``load_state_dict`` of plain numbers and NumPy arrays, so a run can resume.
@@ -13,10 +13,43 @@ import math
 import numpy as np
 
 from . import ops
+from .backend.launch import address
+
+
+def flatten_parameters(params):
+    """Put the parameters' data and gradients into two flat buffers; each ``p.data`` / ``p.grad`` becomes a view.
+
+    Returns (data, grad, offsets): the flat buffers on the parameters' backend
+    and each parameter's first element in them. The values are copied, so the
+    model is unchanged; afterwards one kernel launch can update every parameter.
+    """
+    be, dtype = params[0].backend, params[0].data.dtype
+    for p in params:
+        if p.backend is not be or p.data.dtype != dtype:
+            raise ValueError("all parameters of one optimizer must live on one device in one precision; "
+                             f"got {be.name}/{dtype} and {p.backend.name}/{p.data.dtype} "
+                             "(call model.to(...) before building the optimizer)")
+    sizes = [int(p.data.size) for p in params]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    data = be.xp.empty(int(offsets[-1]), dtype=dtype)
+    grad = be.xp.empty_like(data)
+    for p, start, size in zip(params, offsets, sizes):
+        shape = p.data.shape
+        data[start:start + size] = p.data.reshape(-1)
+        grad[start:start + size] = p.grad.reshape(-1)
+        p.data = data[start:start + size].reshape(shape)
+        p.grad = grad[start:start + size].reshape(shape)
+    return data, grad, offsets[:-1]
 
 
 class Adam:
     """Adam (Kingma & Ba, 2015) with optional L2 weight decay added to the gradient.
+
+    The parameters' data and gradients are moved into one flat buffer each
+    (:func:`flatten_parameters`), so a step is a single fused kernel launch
+    and ``zero_grad`` a single fill. Build the optimizer after ``model.to(...)``:
+    moving the model afterwards gives its parameters new arrays, and ``step``
+    refuses to update buffers the model no longer uses.
 
     Parameters
     ----------
@@ -28,7 +61,7 @@ class Adam:
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
-        self.params = list(params)
+        self.params = list({id(p): p for p in params}.values())
         if not self.params:
             raise ValueError(f"{type(self).__name__} got an empty parameter list")
         if lr < 0 or eps <= 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
@@ -37,37 +70,52 @@ class Adam:
                              f"weight_decay={weight_decay}")
         self.lr, self.betas, self.eps, self.weight_decay = float(lr), tuple(betas), float(eps), float(weight_decay)
         self.step_count = 0
-        self.m = [p.backend.xp.zeros_like(p.data) for p in self.params]
-        self.v = [p.backend.xp.zeros_like(p.data) for p in self.params]
+        self.backend = self.params[0].backend
+        self.data, self.grad, self.offsets = flatten_parameters(self.params)
+        self.m = self.backend.xp.zeros_like(self.data)
+        self.v = self.backend.xp.zeros_like(self.data)
+
+    def _check_views(self) -> None:
+        base = address(self.data)
+        itemsize = self.data.dtype.itemsize
+        for i, (p, start) in enumerate(zip(self.params, self.offsets)):
+            if address(p.data) != base + int(start) * itemsize or address(p.grad) != \
+                    address(self.grad) + int(start) * itemsize:
+                raise RuntimeError(f"{type(self).__name__}: parameter {i} no longer lives in the optimizer's "
+                                   "buffer (the model was moved or cast after the optimizer was built); "
+                                   "build the optimizer after model.to(...)")
 
     def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad.fill(0)
+        self.grad.fill(0)
 
     def step(self) -> None:
-        """One update of every parameter from its ``.grad``."""
+        """One update of every parameter from its ``.grad``: one kernel launch over the flat buffer."""
+        self._check_views()
         self.step_count += 1
         beta1, beta2 = self.betas
-        for p, m, v in zip(self.params, self.m, self.v):
-            ops.adam_update(p.backend, p.data, p.grad, m, v, step=self.step_count, lr=self.lr,
-                            beta1=beta1, beta2=beta2, eps=self.eps, weight_decay=self.weight_decay,
-                            decoupled=self.decoupled)
+        ops.adam_update(self.backend, self.data, self.grad, self.m, self.v, step=self.step_count,
+                        lr=self.lr, beta1=beta1, beta2=beta2, eps=self.eps,
+                        weight_decay=self.weight_decay, decoupled=self.decoupled)
+
+    def _slices(self, flat):
+        for p, start in zip(self.params, self.offsets):
+            yield p, flat[int(start):int(start) + int(p.data.size)]
 
     def state_dict(self) -> dict:
         state = {"lr": self.lr, "step_count": self.step_count}
-        for i, p in enumerate(self.params):
-            state[f"m.{i}"] = p.backend.to_numpy(self.m[i]).copy()
-            state[f"v.{i}"] = p.backend.to_numpy(self.v[i]).copy()
+        for name, flat in (("m", self.m), ("v", self.v)):
+            for i, (p, part) in enumerate(self._slices(flat)):
+                state[f"{name}.{i}"] = self.backend.to_numpy(part).reshape(p.shape).copy()
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        for i, p in enumerate(self.params):
-            for name, buffers in (("m", self.m), ("v", self.v)):
+        for name, flat in (("m", self.m), ("v", self.v)):
+            for i, (p, part) in enumerate(self._slices(flat)):
                 value = np.asarray(state[f"{name}.{i}"])
                 if value.shape != tuple(p.shape):
                     raise ValueError(f"optimizer state {name}.{i} has shape {value.shape}; "
                                      f"parameter {i} has {tuple(p.shape)}")
-                buffers[i][...] = p.backend.asarray(value.astype(p.data.dtype))
+                part[...] = self.backend.asarray(value.astype(self.data.dtype).reshape(-1))
         self.lr = float(state["lr"])
         self.step_count = int(state["step_count"])
 

@@ -88,7 +88,9 @@ KERNEL(softmax_cross_entropy)(const real* z, const long long* label, real* loss,
             real log_softmax = row[k] - top - log_total;
             /* softmax - 1 at the label is expm1: no cancellation when it is near 1 */
             grad[n * K + k] = scale * (k == label[n] ? gc_expm1(log_softmax) : gc_exp(log_softmax));
-            if (k == 0) loss[n] = log_total - (row[label[n]] - top);
+            if (k == 0)  /* a label outside [0, K) gives NaN, never a read outside the row */
+                loss[n] = (label[n] >= 0 && label[n] < K) ? log_total - (row[label[n]] - top)
+                                                          : (real)nan("");
         }
     }
 }

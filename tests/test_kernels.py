@@ -1031,3 +1031,14 @@ def test_maxpool_backward_sends_the_gradient_to_the_nan(cpu, rng, dtype, geometr
     np.testing.assert_array_equal(routed, want)
     check([Result("dx", gathered, want)], dtype)
     assert (want[np.isnan(x)] != 0).any()    # some gradient did land on a NaN pixel
+
+
+@each_dtype
+def test_softmax_cross_entropy_gives_a_label_outside_the_classes_nan_not_a_stray_read(cpu, rng, dtype):
+    z = normal(rng, (4, 3), dtype)
+    label = np.array([0, 3, -1, 2], np.int64)
+    out = launch(cpu, "softmax_cross_entropy", dtype, {"z": z, "label": label},
+                 {"loss": (4,), "grad": (4, 3)}, N=4, K=3, scale=0.25)
+    loss, _ = ref.softmax_cross_entropy(z[[0, 3]], label[[0, 3]])
+    assert np.isnan(out["loss"][[1, 2]]).all()
+    np.testing.assert_allclose(out["loss"][[0, 3]], loss, rtol=TOLERANCE[ELEMENTWISE][dtype])

@@ -130,3 +130,64 @@ def test_early_stopping_counts_epochs_since_the_best():
     assert stopper.step(0.4, 3)
     assert not stopper.step(0.1, 4) and not stopper.step(0.2, 5)
     assert stopper.should_stop and stopper.best_epoch == 3 and stopper.best == 0.4
+
+
+# One flat buffer ---------------------------------------------------------------------------
+
+class CountingLaunches:
+    def __init__(self, backend):
+        self.inner, self.name, self.launched = backend.launcher, "cpu", []
+
+    def __call__(self, kernel_name, **args):
+        self.launched.append(kernel_name)
+        self.inner(kernel_name, **args)
+
+    def synchronize(self):
+        pass
+
+
+def test_adam_updates_every_tensor_in_one_launch_with_the_per_tensor_result():
+    from glasscuda.backend import Backend
+    rng = np.random.default_rng(0)
+    shapes = [(3, 2, 5, 5), (3,), (7, 4), (7,), (1,)]
+    values = [rng.standard_normal(s) for s in shapes]
+    grads = [[rng.standard_normal(s) for s in shapes] for _ in range(3)]
+    counting = CountingLaunches(get_backend("cpu"))
+    be = Backend(counting, np)
+    params = [_Parameter(v, be) for v in values]
+    opt = AdamW(params, lr=0.01, weight_decay=0.1)
+    for step_grads in grads:
+        opt.zero_grad()
+        for p, g in zip(params, step_grads):
+            p.grad += g
+        counting.launched.clear()
+        opt.step()
+        assert counting.launched == ["adam_update"]
+    for i, v in enumerate(values):
+        expected = adam_closed_form(v, [g[i] for g in grads], lr=0.01, betas=(0.9, 0.999), eps=1e-8,
+                                    weight_decay=0.1, decoupled=True)[-1]
+        np.testing.assert_allclose(params[i].data, expected, rtol=1e-12, atol=1e-15)
+        assert params[i].data.shape == shapes[i] and np.shares_memory(params[i].data, opt.data)
+
+
+def test_a_model_moved_after_its_optimizer_was_built_is_refused_at_step():
+    p = Parameter([1.0, 2.0])
+    opt = Adam([p], lr=0.1)
+    p.data = p.data.copy()   # what model.to(...) does to every parameter
+    with pytest.raises(RuntimeError, match="build the optimizer after model.to"):
+        opt.step()
+
+
+def test_optimizer_state_round_trips_through_the_per_tensor_state_dict():
+    params = [Parameter(np.arange(6.0).reshape(2, 3)), Parameter([0.5])]
+    opt = Adam(params, lr=0.1)
+    for p in params:
+        p.grad += 1.0
+    opt.step()
+    state = opt.state_dict()
+    assert state["m.0"].shape == (2, 3) and state["v.1"].shape == (1,)
+    fresh = Adam([Parameter(np.zeros((2, 3))), Parameter([0.0])], lr=0.5)
+    fresh.load_state_dict(state)
+    np.testing.assert_array_equal(fresh.m, opt.m)
+    np.testing.assert_array_equal(fresh.v, opt.v)
+    assert fresh.lr == 0.1 and fresh.step_count == 1

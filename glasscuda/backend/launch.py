@@ -115,7 +115,7 @@ def prepare(kernel_name: str, args: dict, array_type: type, shares_memory) -> tu
             a, b = arrays[out.name], arrays[other.name]
             if not (a.size and b.size and shares_memory(a, b)):
                 continue
-            if (other.name, out.name) in allowed and _address(a) == _address(b):
+            if (other.name, out.name) in allowed and address(a) == address(b):
                 continue  # exactly in place, which this kernel allows
             fail(f"output '{out.name}' overlaps argument '{other.name}'; pass separate arrays"
                  + (" (or the very same array)" if (other.name, out.name) in allowed else ""))
@@ -127,7 +127,7 @@ def prepare(kernel_name: str, args: dict, array_type: type, shares_memory) -> tu
     return kernel, SUFFIX[precision], ordered
 
 
-def _address(array) -> int:
+def address(array) -> int:
     """The first element's address (NumPy and CuPy arrays)."""
     return array.data.ptr if hasattr(array.data, "ptr") else array.ctypes.data
 
