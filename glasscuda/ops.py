@@ -290,17 +290,29 @@ def adam_update(be, param, grad, m, v, *, step, lr, beta1, beta2, eps, weight_de
 
 # Augmentation ---------------------------------------------------------------
 
+def _on_host(be, values):
+    """``values`` as a NumPy array when reading them costs no device round trip, else None."""
+    if be.xp is not np and isinstance(values, be.xp.ndarray):
+        return None
+    return np.asarray(values)
+
+
 def flip_rotate90(be, x, codes):
-    """Per image: bit 0 flip left-right, bit 1 flip up-down, bits 2-3 quarter turns counter-clockwise."""
+    """Per image: bit 0 flip left-right, bit 1 flip up-down, bits 2-3 quarter turns counter-clockwise.
+
+    Codes on the host are range-checked; codes already on a GPU are
+    not read back (that would stop the device) — the kernel reads only their
+    low four bits."""
     N, C, H, W = x.shape
     if H != W:
         raise ValueError(f"flip_rotate90 needs square images, got {H}x{W}")
-    op = be.xp.ascontiguousarray(be.xp.asarray(codes, dtype=np.int64))
+    host = _on_host(be, codes)
+    if host is not None and host.size and (host.min() < 0 or host.max() > 15):
+        raise ValueError(f"flip_rotate90: codes must lie in [0, 15] (bit 0 left-right, bit 1 up-down, "
+                         f"bits 2-3 quarter turns), got [{int(host.min())}, {int(host.max())}]")
+    op = be.asarray(codes, dtype=np.int64)
     if op.shape != (N,):
         raise ValueError(f"flip_rotate90: need one code per image ({N}), got shape {tuple(op.shape)}")
-    if N and (int(op.min()) < 0 or int(op.max()) > 15):
-        raise ValueError(f"flip_rotate90: codes must lie in [0, 15] (bit 0 left-right, bit 1 up-down, "
-                         f"bits 2-3 quarter turns), got [{int(op.min())}, {int(op.max())}]")
     y = be.xp.empty_like(x)
     be.launch("flip_rotate90", x=x, op=op, y=y, N=N, C=C, S=H)
     return y
@@ -309,9 +321,8 @@ def flip_rotate90(be, x, codes):
 def rotate_bilinear(be, x, angles):
     """Rotate image n by angles[n] radians counter-clockwise about its centre (bilinear, edge-clamped)."""
     N, C, H, W = x.shape
-    angles = be.xp.asarray(angles, dtype=x.dtype)
-    cos_t = be.xp.ascontiguousarray(be.xp.cos(angles))
-    sin_t = be.xp.ascontiguousarray(be.xp.sin(angles))
+    angles = be.asarray(angles, dtype=x.dtype)
+    cos_t, sin_t = be.asarray(be.xp.cos(angles)), be.asarray(be.xp.sin(angles))
     y = be.xp.empty_like(x)
     be.launch("rotate_bilinear", x=x, cos_t=cos_t, sin_t=sin_t, y=y, N=N, C=C, H=H, W=W)
     return y
