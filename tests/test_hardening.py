@@ -474,3 +474,74 @@ def test_a_failed_predict_leaves_no_empty_output_folder(tmp_path, one_image, cap
     code, out = run_predict(tmp_path / "missing.npz", one_image, tmp_path / "new" / "p.csv", capsys)
     assert code == 2 and "does not exist" in out.err
     assert not (tmp_path / "new").exists()
+
+
+# Data that cannot support a metric ----------------------------------------------------
+
+def make_dataset(root, train, test=(("t0", None), ("t1", "0 0.5 0.5 0.2 0.2\n"))):
+    """A dataset of 16x16 gray images: ``train``/``test`` are (stem, label text or None) pairs."""
+    rng = np.random.default_rng(1)
+    for split, items in (("train", train), ("test", test)):
+        (root / split / "img").mkdir(parents=True)
+        (root / split / "txt").mkdir()
+        for stem, label in items:
+            Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(root / split / "img" / f"{stem}.png")
+            if label is not None:
+                (root / split / "txt" / f"{stem}.txt").write_bytes(label.encode("utf-8") if isinstance(label, str)
+                                                                   else label)
+    return root
+
+
+def test_an_empty_label_file_is_a_warning_naming_it(tmp_path):
+    from glasscuda.data import load_split
+    from glasscuda.data.dataset import DatasetWarning
+    root = make_dataset(tmp_path / "d", [("a", "1 0.5 0.5 0.1 0.1\n"), ("b", ""), ("c", None), ("d", " \n\n")])
+    with pytest.warns(DatasetWarning) as caught:
+        data = load_split(root, "train", image_size=16)
+    messages = [str(w.message) for w in caught]
+    assert any("2 label file(s)" in m and "are empty" in m and "b.txt, d.txt" in m for m in messages), messages
+    assert data.is_defective.tolist() == [True, False, False, False]
+
+
+def test_a_label_file_with_a_byte_order_mark_is_read_as_evaluate_reads_it(tmp_path):
+    import warnings
+    from glasscuda.data import load_split
+    root = make_dataset(tmp_path / "d", [("a", b"\xef\xbb\xbf1 0.5 0.5 0.1 0.1\n2\n"), ("b", None)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = load_split(root, "train", image_size=16)
+    assert data.ids == ["a", "b"]
+    assert data.labels.tolist() == [[0, 1, 1], [0, 0, 0]]
+
+
+def test_too_few_images_for_the_split_is_a_clear_error(tmp_path, capsys):
+    root = make_dataset(tmp_path / "d", [("a", "0 0.5 0.5 0.1 0.1\n")])
+    assert run_train("--data", root, "--img-size", 16, "--epochs", 1, "--out", tmp_path / "run",
+                     "--device", "cpu") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: cannot split 1 image(s) into training and validation: at least 2 are needed "
+                   "(more, for a validation split with both classes)")
+
+
+def test_synthetic_train_below_the_minimum_is_refused_naming_it(capsys):
+    from glasscuda import train
+    line = usage_error(train.main, ["--synthetic-train", "24"], capsys)
+    assert "--synthetic-train must be at least 25" in line and "got 24" in line
+
+
+def test_the_synthetic_minimum_gives_both_classes_in_validation():
+    """MIN_SYNTHETIC_TRAIN is the smallest set whose split has a defective and a clean validation image."""
+    from glasscuda.data import stratified_split
+    from glasscuda.data.synthetic import _split_plan
+    from glasscuda.train import MIN_SYNTHETIC_TRAIN
+
+    def both_classes_in_validation(n, seed):
+        plan = _split_plan(0, 0, n, 0.1)
+        labels = np.array([[c in p for c in range(3)] for p in plan], float)
+        train_idx, val_idx = stratified_split(labels, 0.2, seed)
+        defective = labels.any(axis=1)
+        return defective[val_idx].any() and not defective[val_idx].all() and defective[train_idx].any()
+
+    assert all(both_classes_in_validation(n, seed) for n in range(MIN_SYNTHETIC_TRAIN, MIN_SYNTHETIC_TRAIN + 40)
+               for seed in range(10))
+    assert not both_classes_in_validation(MIN_SYNTHETIC_TRAIN - 1, 0)

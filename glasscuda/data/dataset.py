@@ -116,7 +116,8 @@ def _read_labels(txt_path: Path | None, class_map: dict):
     if txt_path is None:
         return [], []
     try:
-        text = txt_path.read_text(encoding="utf-8")
+        # utf-8-sig, as evaluate reads: a byte-order mark (some Windows editors write one) is not part of the class id.
+        text = txt_path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         raise _ProblemError(f"cannot read label file: {error}") from None
     try:
@@ -157,6 +158,7 @@ class _Loaded:
     class_ids: list = field(default_factory=list)
     boxes: list = field(default_factory=list)
     problem: str | None = None
+    empty_label_file: bool = False
 
 
 def _load_one(img_path: Path, txt_path: Path | None, image_size: int, channels: int, class_map: dict) -> _Loaded:
@@ -168,7 +170,8 @@ def _load_one(img_path: Path, txt_path: Path | None, image_size: int, channels: 
         pixels = _read_pixels(img_path, image_size, channels)
     except _ProblemError as error:
         return _Loaded(problem=f"{img_path}: {error}")
-    return _Loaded(pixels=pixels, class_ids=class_ids, boxes=boxes)
+    return _Loaded(pixels=pixels, class_ids=class_ids, boxes=boxes,
+                   empty_label_file=txt_path is not None and not class_ids)
 
 
 # --------------------------------------------------------------------------
@@ -285,7 +288,7 @@ def load_split(
 
     column = {class_id: j for j, class_id in enumerate(sorted(class_map))}
     pixels = np.empty((len(image_paths), image_size, image_size, channels), np.uint8)
-    kept, boxes, skipped = [], [], []
+    kept, boxes, skipped, empty = [], [], [], []
     labels = np.zeros((len(image_paths), len(column)), np.float32)
 
     def load(index: int) -> _Loaded:
@@ -307,7 +310,12 @@ def load_split(
                 labels[index, column[class_id]] = 1.0
             kept.append(index)
             boxes.append(result.boxes)
+            if result.empty_label_file:
+                empty.append(label_paths[image_paths[index].stem].name)
 
+    if empty:
+        _warn(f"{len(empty)} label file(s) in {txt_dir} are empty, so their images count as defect-free "
+              f"(likely a labelling mistake; delete the file if the glass is good): {_name_some(empty)}")
     if skipped:
         _warn(
             f"skipped {len(skipped)} of {len(image_paths)} images in {img_dir.parent}; "
@@ -376,7 +384,8 @@ def stratified_split(labels, val_fraction: float = 0.2, seed: int = 0):
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
     if len(labels) < 2:
-        raise ValueError(f"need at least 2 rows to split, got {len(labels)}")
+        raise DatasetError(f"cannot split {len(labels)} image(s) into training and validation: "
+                           "at least 2 are needed (more, for a validation split with both classes)")
     indices = np.arange(len(labels))
     binary = labels.any(axis=1)
     for key in (_stratum_keys(labels), binary, None):
