@@ -166,10 +166,12 @@ def main(argv=None) -> int:
         print(f"glasscuda: task {args.task} on {be.name}, writing to {args.out}")
         files = RunFiles(args.out)
         from .tasks import binary, cifar10, multilabel
+        from .tasks.options import OPTIONS
         runner = {"binary": binary.run, "multilabel": multilabel.run, "cifar10": cifar10.run}[args.task]
+        options = OPTIONS[args.task].from_namespace(args)
         # A NaN or overflow stops the run with one message (train_epoch checks); NumPy's warnings would only add noise.
         with np.errstate(invalid="ignore", over="ignore"):
-            runner(args, be, files)
+            runner(options, be, files)
     except (UsageError, CheckpointError, DatasetError, RuntimeError) as error:
         remove_empty_folders(created)
         print(f"error: {error}", file=sys.stderr)

@@ -19,7 +19,9 @@ from ..models import BinaryDetector
 from ..plots import plot_training_curves
 from ..optim import Adam, ReduceLROnPlateau
 from ..reports import write_json_atomic
-from .common import Recipe, describe, fit, fmt, load_glass_splits
+from .common import dataset_files, describe, fmt, glass_recipe, load_glass_splits
+from .loop import fit
+from .options import TaskOptions
 
 RUN_KEYS = ("task", "data", "synthetic_train", "img_size", "batch_size", "lr", "seed")
 
@@ -39,13 +41,13 @@ def score(y_true, probs, threshold=None) -> dict:
     return metrics
 
 
-def run(args, be, files) -> dict:
-    run_config = {k: getattr(args, k) for k in RUN_KEYS}
-    data = load_glass_splits(args)
+def run(options: TaskOptions, be, files) -> dict:
+    run_config = {k: getattr(options, k) for k in RUN_KEYS}
+    data = load_glass_splits(options)
     print(f"{describe('train', data.train)}, {describe('validation', data.val)}, "
           f"{describe('test', data.test)} from {data.root}")
-    model = BinaryDetector(in_channels=1, image_size=args.img_size, seed=args.seed).to(be)
-    optimizer = Adam(model.parameters(), lr=args.lr)
+    model = BinaryDetector(in_channels=1, image_size=options.img_size, seed=options.seed).to(be)
+    optimizer = Adam(model.parameters(), lr=options.lr)
     scheduler = ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=3)
     y_val = data.val.is_defective
 
@@ -55,13 +57,13 @@ def run(args, be, files) -> dict:
         return ({k: metrics[k] for k in ("precision", "recall", "f1", "threshold")},
                 metrics["f1"])
 
-    recipe = Recipe(
-        name="binary", model=model, loss_fn=BCEWithLogitsLoss(device=be), optimizer=optimizer,
-        scheduler=scheduler, sampler=BalancedBatchSampler(data.train.is_defective, args.batch_size),
-        train_targets=data.train.is_defective.astype(np.float32)[:, None], validate=validate,
+    recipe = glass_recipe(
+        "binary", data, validate, model=model, loss_fn=BCEWithLogitsLoss(device=be), optimizer=optimizer,
+        scheduler=scheduler, sampler=BalancedBatchSampler(data.train.is_defective, options.batch_size),
+        train_targets=data.train.is_defective.astype(np.float32)[:, None],
         augment=random_flips_and_quarter_turns, epoch_end=scheduler.step)
     header = {"class_names": ["defect"]}
-    history, stopper = fit(args, files, data, recipe, run_config, header)
+    history, stopper = fit(options, files, recipe, run_config, header, dataset_files(data))
     return finish(model, data, history, run_config, files, stopper, header)
 
 

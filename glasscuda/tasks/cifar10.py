@@ -7,7 +7,8 @@ images' mean and std. 5000 images of the training batches (a tenth of a
 smaller set), drawn by ``--seed``, are held out for validation; the epoch with
 the best validation accuracy is kept in ``best.npz`` and scored once on the
 test batch at the end. The mean loss of the last 100 batches is printed every
-100 batches. ``--resume`` continues from ``last.npz``.
+100 batches. The epochs run in the loop every task shares (:mod:`glasscuda.tasks.loop`),
+so ``--resume`` continues from ``last.npz`` as for the glass tasks.
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import ops, training
-from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data.cifar10 import HOW_TO_GET, SIDE, load_cifar10
 from ..data.dataset import DatasetError
 from ..data.sampling import Normalizer, ShuffledBatchSampler
@@ -26,7 +26,8 @@ from ..losses import CrossEntropyLoss
 from ..models import CifarNet
 from ..optim import Adam
 from ..plots import plot_accuracy_curves
-from .common import UsageError, resume_state
+from .loop import Recipe, fit
+from .options import CifarOptions, UsageError
 
 RUN_KEYS = ("task", "data", "img_size", "batch_size", "lr", "seed", "hflip")
 VAL_SIZE = 5000
@@ -68,16 +69,16 @@ def fit_normalizer(images: np.ndarray, chunk: int = 4096) -> Normalizer:
     return Normalizer(mean, np.where(std > 1e-8, std, 1.0))
 
 
-def load_splits(args) -> CifarSplits:
+def load_splits(options: CifarOptions) -> CifarSplits:
     """Read ``--data``, hold out the validation images by ``--seed``, fit the normaliser on the rest."""
-    if not args.data:
+    if not options.data:
         raise UsageError(f"--task cifar10 needs --data DIR: {HOW_TO_GET}")
     try:
-        cifar = load_cifar10(args.data)
+        cifar = load_cifar10(options.data)
     except DatasetError as error:
         raise UsageError(str(error)) from error
     n = len(cifar.train_labels)
-    order = np.random.default_rng(args.seed).permutation(n)
+    order = np.random.default_rng(options.seed).permutation(n)
     val_idx, train_idx = np.sort(order[:validation_size(n)]), np.sort(order[validation_size(n):])
     if len(train_idx) == 0:
         raise UsageError(f"{cifar.folder}: {n} training image(s) leave none to train on "
@@ -137,65 +138,33 @@ def per_class_accuracy(predicted: np.ndarray, labels: np.ndarray, names) -> dict
             for k, name in enumerate(names)}
 
 
-def run(args, be, files) -> dict:
+def run(options: CifarOptions, be, files) -> dict:
     """Train CifarNet on ``--data``, write the run's artifacts into ``files``; returns the final block."""
-    if args.img_size != SIDE:
+    if options.img_size != SIDE:
         raise UsageError(f"CIFAR-10 images are {SIDE}x{SIDE}: leave --img-size out or set it to {SIDE}")
-    run_config = {k: getattr(args, k) for k in RUN_KEYS}
-    data = load_splits(args)
+    run_config = {k: getattr(options, k) for k in RUN_KEYS}
+    data = load_splits(options)
     print(f"train {len(data.train_labels)} images, validation {len(data.val_labels)}, "
           f"test {len(data.test_labels)} from {data.folder}")
     model = CifarNet(in_channels=3, n_classes=len(data.class_names), image_size=SIDE,
-                     seed=args.seed).to(be)
-    optimizer = Adam(model.parameters(), lr=args.lr)
+                     seed=options.seed).to(be)
     loss_fn = ReportingLoss(CrossEntropyLoss(device=be))
-    sampler = ShuffledBatchSampler(len(data.train_labels), args.batch_size)
-    rng = np.random.default_rng(args.seed)
-    history, best_state, best_epoch, best_accuracy, start_epoch = [], None, 0, -1.0, 0
 
-    checkpoint = resume_state(args, files, run_config)
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint.model_state)
-        optimizer.load_state_dict(checkpoint.optimizer_state)
-        history = checkpoint.header["history"]
-        rng = training.rng_from_state(checkpoint.header["rng"])
-        start_epoch = checkpoint.header["epoch"]
-        best_epoch, best_accuracy = checkpoint.header["best_epoch"], checkpoint.header["best_val_accuracy"]
-        if files.best.exists():
-            best_state = load_checkpoint(files.best).model_state
-        print(f"resuming from {files.last} after epoch {start_epoch}")
+    def score_epoch(result):
+        val_accuracy = accuracy(training.predict_logits(model, data.val_images, data.normalizer), data.val_labels)
+        return {"train_accuracy": accuracy(result.scores, result.targets), "val_accuracy": val_accuracy}, val_accuracy
 
-    def header(epoch):
-        return {"task": "cifar10", "run": run_config, "epoch": epoch,
-                "class_names": list(data.class_names), "normalization": data.normalizer.to_dict(),
-                "history": history, "rng": training.rng_state(rng),
-                "best_epoch": best_epoch, "best_val_accuracy": best_accuracy}
-
-    for epoch in range(start_epoch + 1, args.epochs + 1):
-        loss_fn.start_epoch(epoch)
-        result = training.train_epoch(
-            model, loss_fn, optimizer, data.train_images, data.train_labels, sampler.epoch(rng),
-            data.normalizer, rng, augment=random_hflips if args.hflip else None,
-            description=f"epoch {epoch}/{args.epochs}", progress=not args.no_progress)
-        val_accuracy = accuracy(training.predict_logits(model, data.val_images, data.normalizer),
-                                data.val_labels)
-        history.append({"epoch": epoch, "train_loss": result.loss,
-                        "train_accuracy": accuracy(result.scores, result.targets),
-                        "val_accuracy": val_accuracy, "lr": optimizer.lr, "seconds": result.seconds})
-        improved = val_accuracy > best_accuracy
-        print(f"epoch {epoch:3d}  loss {result.loss:.4f}  train acc {history[-1]['train_accuracy']:.4f}  "
-              f"val acc {val_accuracy:.4f}  {result.seconds:.0f}s{'  *best*' if improved else ''}",
-              flush=True)
-        if improved:
-            best_state, best_epoch, best_accuracy = model.state_dict(), epoch, val_accuracy
-            save_checkpoint(files.best, model, header(epoch))
-        save_checkpoint(files.last, model, header(epoch), optimizer)
-        training.write_metrics(files.metrics, history, None, run_config)
-        plot_accuracy_curves(history, files.curves, "CIFAR-10")
-
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return finish(model, data, history, best_epoch, run_config, files)
+    recipe = Recipe(
+        name="cifar10", model=model, loss_fn=loss_fn, optimizer=Adam(model.parameters(), lr=options.lr),
+        sampler=ShuffledBatchSampler(len(data.train_labels), options.batch_size),
+        train_images=data.train_images, train_targets=data.train_labels, normalizer=data.normalizer,
+        score_epoch=score_epoch,
+        summary=lambda entry: f"train acc {entry['train_accuracy']:.4f}  val acc {entry['val_accuracy']:.4f}",
+        plot=lambda history, path: plot_accuracy_curves(history, path, "CIFAR-10"),
+        augment=random_hflips if options.hflip else None, epoch_start=loss_fn.start_epoch,
+        watched="accuracy")
+    history, stopper = fit(options, files, recipe, run_config, {"class_names": list(data.class_names)})
+    return finish(model, data, history, max(stopper.best_epoch, 0), run_config, files)
 
 
 def finish(model, data: CifarSplits, history, best_epoch, run_config, files) -> dict:

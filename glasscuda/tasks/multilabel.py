@@ -38,7 +38,9 @@ from ..models import MultiLabelNet
 from ..optim import AdamW, CosineAnnealingWarmRestarts
 from ..plots import plot_confusion_matrices
 from ..reports import markdown_table, write_json_atomic
-from .common import Recipe, UsageError, describe, fit, fmt, load_glass_splits
+from .common import dataset_files, describe, fmt, glass_recipe, load_glass_splits
+from .loop import fit
+from .options import MultilabelOptions, UsageError
 
 RUN_KEYS = ("task", "data", "synthetic_train", "img_size", "batch_size", "lr", "seed", "gamma",
             "class_weights", "weight_decay", "t0", "t_mult", "eta_min", "channels", "warmup_epochs")
@@ -59,45 +61,45 @@ def report(truth, probs, thresholds, names) -> dict:
     return result
 
 
-def class_weights(args, sampler, targets, rng_seed) -> np.ndarray:
+def class_weights(options, sampler, targets, rng_seed) -> np.ndarray:
     """``--class-weights`` when given, else inverse frequency in the batches the model sees."""
-    if args.class_weights:
+    if options.class_weights:
         try:
-            weights = np.array([float(v) for v in args.class_weights.split(",")])
+            weights = np.array([float(v) for v in options.class_weights.split(",")])
         except ValueError:
-            raise UsageError(f"--class-weights must be comma-separated numbers, got {args.class_weights!r}")
+            raise UsageError(f"--class-weights must be comma-separated numbers, got {options.class_weights!r}")
         if weights.size != targets.shape[1] or (weights < 0).any():
             raise UsageError(f"--class-weights needs {targets.shape[1]} non-negative numbers "
-                             f"(no_defect, then each defect class), got {args.class_weights!r}")
+                             f"(no_defect, then each defect class), got {options.class_weights!r}")
         return weights
     seen = np.concatenate(sampler.epoch(np.random.default_rng(rng_seed)))
     return inverse_frequency_weights(targets[seen])
 
 
-def augmentation(args) -> Augment:
+def augmentation(options) -> Augment:
     """The ``--aug-*`` probabilities as an :class:`Augment`."""
     try:
-        return Augment(**{field: getattr(args, flag) for flag, field in AUGMENT_FLAGS.items()})
+        return Augment(**{field: getattr(options, flag) for flag, field in AUGMENT_FLAGS.items()})
     except ValueError as error:
         raise UsageError(str(error).replace("p_", "--aug-", 1)) from error
 
 
-def warm_up(args, model, data, train_targets, sampler, loss_fn, augment, rng) -> list[dict]:
+def warm_up(options, model, data, train_targets, sampler, loss_fn, augment, rng) -> list[dict]:
     """Train ``model``'s backbone under a dense head for ``--warmup-epochs``; returns their history.
 
     AdamW at the constant ``--lr``, the task's loss and augmentation; the
     dense head is dropped afterwards.
     """
-    if args.warmup_epochs == 0:
+    if options.warmup_epochs == 0:
         return []
-    network = model.with_dense_head(seed=args.seed + 2)
-    optimizer = AdamW(network.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    network = model.with_dense_head(seed=options.seed + 2)
+    optimizer = AdamW(network.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     history = []
-    for epoch in range(1, args.warmup_epochs + 1):
+    for epoch in range(1, options.warmup_epochs + 1):
         result = training.train_epoch(
             network, loss_fn, optimizer, data.train.images, train_targets, sampler.epoch(rng),
-            data.normalizer, rng, augment=augment, description=f"warm-up {epoch}/{args.warmup_epochs}",
-            progress=not args.no_progress)
+            data.normalizer, rng, augment=augment, description=f"warm-up {epoch}/{options.warmup_epochs}",
+            progress=options.progress)
         train_f1 = report(result.targets, result.scores, np.full(train_targets.shape[1], 0.5),
                           [str(k) for k in range(train_targets.shape[1])])["micro_f1"]
         history.append({"epoch": epoch, "train_loss": result.loss, "train_micro_f1": train_f1,
@@ -120,29 +122,30 @@ def table_rows(result) -> list[dict]:
             for name, m in result["per_class"].items()]
 
 
-def run(args, be, files) -> dict:
-    run_config = {k: getattr(args, k) for k in RUN_KEYS}
-    augment = augmentation(args)
+def run(options: MultilabelOptions, be, files) -> dict:
+    run_config = {k: getattr(options, k) for k in RUN_KEYS}
+    augment = augmentation(options)
     run_config["augment"] = {field: getattr(augment, field) for field in AUGMENT_FLAGS.values()}
-    data = load_glass_splits(args, channels=args.channels)
+    data = load_glass_splits(options, channels=options.channels)
     print(f"{describe('train', data.train)}, {describe('validation', data.val)}, "
           f"{describe('test', data.test)} from {data.root}")
     names = [NO_DEFECT, *data.train.class_names]
-    model = MultiLabelNet(in_channels=args.channels, n_classes=len(names), image_size=args.img_size,
-                          seed=args.seed).to(be)
-    sampler = BalancedBatchSampler(data.train.is_defective, args.batch_size)
+    model = MultiLabelNet(in_channels=options.channels, n_classes=len(names), image_size=options.img_size,
+                          seed=options.seed).to(be)
+    sampler = BalancedBatchSampler(data.train.is_defective, options.batch_size)
     train_targets = targets_of(data.train)
-    weights = class_weights(args, sampler, train_targets, args.seed + 1)
-    print("focal loss: gamma", args.gamma, "class weights",
+    weights = class_weights(options, sampler, train_targets, options.seed + 1)
+    print("focal loss: gamma", options.gamma, "class weights",
           ", ".join(f"{n} {w:.2f}" for n, w in zip(names, weights)))
-    loss_fn = FocalLoss(weights, gamma=args.gamma, device=be)
-    if args.resume:
+    loss_fn = FocalLoss(weights, gamma=options.gamma, device=be)
+    if options.resume:
         warmup_history = resumed_warmup_history(files)
     else:
-        warmup_history = warm_up(args, model, data, train_targets, sampler, loss_fn, augment,
-                                 np.random.default_rng([args.seed, 1]))
-    optimizer = AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = CosineAnnealingWarmRestarts(optimizer, T_0=args.t0, T_mult=args.t_mult, eta_min=args.eta_min)
+        warmup_history = warm_up(options, model, data, train_targets, sampler, loss_fn, augment,
+                                 np.random.default_rng([options.seed, 1]))
+    optimizer = AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    scheduler = CosineAnnealingWarmRestarts(optimizer, T_0=options.t0, T_mult=options.t_mult,
+                                            eta_min=options.eta_min)
     val_truth = targets_of(data.val)
 
     def validate(probs, targets=None, fixed_threshold=None):
@@ -154,27 +157,27 @@ def run(args, be, files) -> dict:
                    "f1": result["micro_f1"], "macro_f1": result["macro_f1"]}
         return metrics, result["micro_f1"]
 
-    recipe = Recipe(
-        name="multilabel", model=model, loss_fn=loss_fn,
+    recipe = glass_recipe(
+        "multilabel", data, validate, tta=options.tta, model=model, loss_fn=loss_fn,
         optimizer=optimizer, scheduler=scheduler, sampler=sampler, train_targets=train_targets,
-        validate=validate, augment=augment, batch_step=scheduler.step, tta=args.tta)
-    header = {"class_names": names, "class_weights": weights.tolist(), "gamma": args.gamma,
+        augment=augment, batch_step=scheduler.step)
+    header = {"class_names": names, "class_weights": weights.tolist(), "gamma": options.gamma,
               "warmup": warmup_history}
-    history, stopper = fit(args, files, data, recipe, run_config, header)
+    history, stopper = fit(options, files, recipe, run_config, header, dataset_files(data))
 
-    val_probs = training.probabilities(training.predict_logits(model, data.val.images, data.normalizer, tta=args.tta))
-    test_probs = training.probabilities(training.predict_logits(model, data.test.images, data.normalizer, tta=args.tta))
+    val_probs, test_probs = (training.probabilities(training.predict_logits(
+        model, split.images, data.normalizer, tta=options.tta)) for split in (data.val, data.test))
     thresholds = search_thresholds_per_class(val_truth, val_probs)
     val = report(val_truth, val_probs, thresholds, names)
     test = report(targets_of(data.test), test_probs, thresholds, names)
     final = {"best_epoch": stopper.best_epoch, "thresholds": dict(zip(names, thresholds.tolist())),
-             "tta": args.tta, "warmup": warmup_history, "validation": val, "test": test}
+             "tta": options.tta, "warmup": warmup_history, "validation": val, "test": test}
     training.write_metrics(files.metrics, history, final, run_config)
     write_json_atomic(files.thresholds, dict(zip(names, thresholds.tolist())))
     plot_confusion_matrices(test, files.out / "confusion_matrices.png", title="test split")
     save_checkpoint(files.best, model, {"task": "multilabel", "run": run_config, "epoch": stopper.best_epoch,
                                         "normalization": data.normalizer.to_dict(),
-                                        "thresholds": thresholds.tolist(), "tta": args.tta, **header})
+                                        "thresholds": thresholds.tolist(), "tta": options.tta, **header})
     for split, result in (("validation", val), ("test", test)):
         print(f"\n{split}: micro-F1 {fmt(result['micro_f1'])}  macro-F1 {fmt(result['macro_f1'])}")
         print(markdown_table(table_rows(result)))

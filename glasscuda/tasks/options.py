@@ -1,0 +1,73 @@
+"""The settings of a training task, typed; ``python -m glasscuda.train`` fills them from its flags.
+
+The defaults live in one place, the command line's parser.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, fields
+
+
+class UsageError(Exception):
+    """A problem with the command line or the data that the user must fix (exit code 2)."""
+
+
+@dataclass(kw_only=True)
+class TaskOptions:
+    """What every task reads; the binary task reads nothing else.
+
+    ``data`` is the dataset root (None: the synthetic glass set, of
+    ``synthetic_train`` training images, cached in ``cache_dir``); ``strict``
+    stops at the first unusable file; ``resume`` continues from ``last.npz``.
+    """
+
+    task: str
+    epochs: int
+    batch_size: int
+    lr: float
+    img_size: int
+    seed: int
+    data: str | None
+    synthetic_train: int | None
+    cache_dir: str | None
+    strict: bool
+    resume: bool
+    progress: bool
+
+    @classmethod
+    def from_namespace(cls, args: argparse.Namespace):
+        """The options of parsed ``python -m glasscuda.train`` arguments."""
+        values = {f.name: getattr(args, f.name) for f in fields(cls) if f.name != "progress"}
+        return cls(**values, progress=not args.no_progress)
+
+
+@dataclass(kw_only=True)
+class MultilabelOptions(TaskOptions):
+    """The multi-label task: focal loss, AdamW with warm restarts, warm-up, augmentation, TTA."""
+
+    gamma: float
+    class_weights: str | None
+    weight_decay: float
+    warmup_epochs: int
+    t0: int
+    t_mult: int
+    eta_min: float
+    channels: int
+    tta: bool
+    aug_flip: float
+    aug_rotate: float
+    aug_jitter: float
+    aug_sharpness: float
+    aug_noise: float
+    aug_erase: float
+
+
+@dataclass(kw_only=True)
+class CifarOptions(TaskOptions):
+    """The CIFAR-10 preset: random horizontal flips or not."""
+
+    hflip: bool
+
+
+OPTIONS = {"binary": TaskOptions, "multilabel": MultilabelOptions, "cifar10": CifarOptions}
+"""The options class of each task."""
