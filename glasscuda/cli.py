@@ -1,11 +1,14 @@
-"""What the command lines share: argument types that refuse nonsense at parse time, and checks
-that an output can be written before any work is done."""
+"""What the command lines share: argument types that refuse nonsense at parse time, checks
+that an output can be written before any work is done, and warnings shown as plain lines."""
 from __future__ import annotations
 
 import argparse
 import math
 import os
+import sys
 import tempfile
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -99,3 +102,25 @@ def check_writable_file(path, flag: str) -> list[Path]:
     if path.exists() and not os.access(path, os.W_OK):
         raise ValueError(f"{flag} {path} is read-only; choose another file or make it writable")
     return created
+
+
+@contextmanager
+def plain_warnings():
+    """Within the block, a dataset warning prints as one line, ``warning: <message>``, on standard error.
+
+    Python's default display adds the library's file and line, which tell a
+    user of the command line nothing; other warnings keep that display.
+    """
+    from .data.dataset import DatasetWarning
+
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, DatasetWarning):
+                print(f"warning: {message}", file=sys.stderr, flush=True)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield

@@ -103,8 +103,7 @@ def parse_label_line(line: str, line_no: int, class_map: dict = DEFAULT_CLASS_MA
         raise LabelError(line_no, f"class id {tokens[0]!r} is not an integer") from None
     if class_id not in class_map:
         known = ", ".join(f"{k} {v}" for k, v in sorted(class_map.items()))
-        raise LabelError(line_no, f"unknown class id {class_id} (known: {known}); "
-                                  "fix the label or pass a class map that includes it")
+        raise LabelError(line_no, f"unknown class id {class_id} (known: {known}); fix or remove the line")
     coordinates = tokens[1:]
     if not coordinates:
         return class_id, None

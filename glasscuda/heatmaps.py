@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 from .reports import write_bytes_atomic, write_csv_atomic
 
@@ -78,7 +79,7 @@ class Peak:
 
 
 def write_heatmaps(model, images, ids, class_names, probabilities, predicted, normalizer, out_dir,
-                   *, batch_size: int = 64) -> list[Peak]:
+                   *, batch_size: int = 64, progress: bool = False) -> list[Peak]:
     """One overlay PNG per image and predicted defect class, plus ``peaks.csv``.
 
     Parameters
@@ -107,10 +108,12 @@ def write_heatmaps(model, images, ids, class_names, probabilities, predicted, no
     out_dir.mkdir(parents=True, exist_ok=True)
     be = model.backend
     peaks = []
+    bar = tqdm(total=len(images), desc="heatmaps", unit="image", leave=False, disable=not progress)
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size]
         wanted = predicted[start:start + batch_size]
         if not wanted.any():
+            bar.update(len(batch))
             continue
         mapped = np.flatnonzero(wanted.any(axis=1))      # the maps cost 16 passes: only where needed
         cams = be.to_numpy(model.dense_class_activation_maps(
@@ -123,6 +126,8 @@ def write_heatmaps(model, images, ids, class_names, probabilities, predicted, no
             write_bytes_atomic(out_dir / f"{ids[index]}_{class_names[k]}.png",
                                _png_bytes(overlay(batch[n].mean(axis=0), heat)))
             peaks.append(Peak(ids[index], class_names[k], float(probabilities[index, k]), x, y))
+        bar.update(len(batch))
+    bar.close()
     write_csv_atomic(out_dir / "peaks.csv",
                      [{"id": p.id, "class": p.class_name, "probability": p.probability,
                        "peak_x": p.x, "peak_y": p.y} for p in peaks], list(PEAK_COLUMNS))

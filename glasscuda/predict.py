@@ -29,7 +29,8 @@ from .checkpoint import CheckpointError, load_model
 from .data.dataset import DatasetError, load_images
 from .data.sampling import Normalizer
 from .glass import IMAGE_PATTERNS, NO_DEFECT, decide, list_images
-from .cli import check_writable_file, positive_float, positive_int, probabilities, remove_empty_folders
+from .cli import (check_writable_file, plain_warnings, positive_float, positive_int, probabilities,
+                  remove_empty_folders)
 from .heatmaps import write_heatmaps
 from .numerics import sigmoid, softmax
 from .reports import write_csv_atomic
@@ -139,6 +140,11 @@ def threshold_problem(task: str, threshold, names) -> str | None:
 
 
 def main(argv=None) -> int:
+    with plain_warnings():
+        return _main(argv)
+
+
+def _main(argv) -> int:
     args = build_parser().parse_args(argv)
     if args.onnx:
         from .export.runtime import predict_main
@@ -166,7 +172,8 @@ def main(argv=None) -> int:
         return 2
     tta = args.tta if args.tta is not None else task == "multilabel"
     normalizer = Normalizer.from_dict(header["normalization"])
-    logits = predict_logits(model, images, normalizer, batch_size=args.batch_size, tta=tta)
+    logits = predict_logits(model, images, normalizer, batch_size=args.batch_size, tta=tta,
+                            progress=not args.no_progress, description="scoring")
     logits = logits / np.asarray(args.temperature or header.get("temperature") or 1.0, dtype=np.float64)
     ids = [p.stem for p in kept]
     probs = task_probabilities(task, logits)
@@ -174,7 +181,8 @@ def main(argv=None) -> int:
     if args.heatmaps:
         names = header.get("class_names", [])
         defects = decided * np.array([n != NO_DEFECT for n in names])
-        peaks = write_heatmaps(model, images, ids, names, probs, defects, normalizer, args.heatmaps)
+        peaks = write_heatmaps(model, images, ids, names, probs, defects, normalizer, args.heatmaps,
+                               progress=not args.no_progress)
         print(f"wrote {len(peaks)} heatmap overlays and peaks.csv to {args.heatmaps}")
     write_csv_atomic(args.output, rows, columns)
     print(f"wrote {len(rows)} predictions to {args.output}"

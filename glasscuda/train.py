@@ -12,6 +12,7 @@ on first use into the cache folder (--cache-dir, $GLASSCUDA_CACHE, or
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import textwrap
 import time
@@ -21,7 +22,8 @@ import numpy as np
 
 from .backend import get_backend
 from .checkpoint import CheckpointError
-from .cli import check_writable_folder, non_negative_float, positive_float, positive_int, remove_empty_folders
+from .cli import (check_writable_folder, non_negative_float, plain_warnings, positive_float, positive_int,
+                  remove_empty_folders)
 from .data.augment import Augment
 from .data.dataset import DatasetError
 from .glass import MULTILABEL_CLASSES
@@ -154,6 +156,26 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    with plain_warnings():
+        return _main(argv)
+
+
+def next_command(args) -> str | None:
+    """The predict command that scores the test images with the checkpoint a glass run wrote."""
+    if args.task == "cifar10":
+        return None
+    if args.data:
+        root = Path(args.data)
+    else:
+        from .data import synthetic_dataset
+        root = synthetic_dataset(cache_dir=args.cache_dir, progress=False, n_train=args.synthetic_train)
+    out = Path(args.out)
+    return (f"python -m glasscuda.predict --checkpoint {shlex.quote(str(out / 'best.npz'))} "
+            f"--input {shlex.quote(str(root / 'test' / 'img'))} "
+            f"--output {shlex.quote(str(out / 'test_predictions.csv'))}")
+
+
+def _main(argv) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     try:   # before any work: a run must not fail at its first save
@@ -196,6 +218,9 @@ def main(argv=None) -> int:
         remove_empty_folders(created)
         raise
     print(f"done in {time.perf_counter() - started:.0f}s; artifacts in {args.out}")
+    command = next_command(args)
+    if command:
+        print(f"next, score the test images:\n  {command}")
     return 0
 
 

@@ -80,9 +80,9 @@ def predict_logits(model, images, normalizer, *, batch_size=128, tta=False, prog
     """
     be = model.backend
     out = []
+    bar = tqdm(total=len(images), desc=description, leave=False, disable=not progress, unit="image")
     with model.evaluating():
-        for start in tqdm(range(0, len(images), batch_size), desc=description, leave=False,
-                          disable=not progress, unit="batch"):
+        for start in range(0, len(images), batch_size):
             x = be.asarray(normalizer(images[start:start + batch_size], model.dtype))
             if tta:
                 views = (x, x[:, :, :, ::-1], x[:, :, ::-1, :])
@@ -90,6 +90,8 @@ def predict_logits(model, images, normalizer, *, batch_size=128, tta=False, prog
                 out.append(be.to_numpy(logit(be.xp.clip(probs, 1e-7, 1 - 1e-7), be.xp)))
             else:
                 out.append(be.to_numpy(model.forward(x)))
+            bar.update(len(x))
+    bar.close()
     if not out:
         return np.empty((0, 0), np.float32)
     return np.concatenate(out).astype(np.float64)

@@ -545,3 +545,63 @@ def test_the_synthetic_minimum_gives_both_classes_in_validation():
     assert all(both_classes_in_validation(n, seed) for n in range(MIN_SYNTHETIC_TRAIN, MIN_SYNTHETIC_TRAIN + 40)
                for seed in range(10))
     assert not both_classes_in_validation(MIN_SYNTHETIC_TRAIN - 1, 0)
+
+
+# Messages a person reads -----------------------------------------------------------------
+
+def test_dataset_warnings_print_as_one_clean_line_naming_the_flag(tmp_path, good_checkpoint, capsys):
+    images = some_images(tmp_path / "img", n=2)
+    (images / "broken.png").write_bytes(b"not a png")
+    code, out = run_predict(good_checkpoint, images, tmp_path / "p.csv", capsys)
+    assert code == 0
+    lines = out.err.strip().splitlines()
+    assert lines[0].startswith(f"warning: skipping {images / 'broken.png'}: cannot decode image"), lines
+    assert lines[1] == ("warning: skipped 1 of 3 images; see the warnings above, or rerun with --strict "
+                        "to stop at the first")
+    assert len(lines) == 2
+    assert "DatasetWarning" not in out.err and "strict=True" not in out.err and ".py:" not in out.err
+
+
+def test_the_unknown_class_hint_names_nothing_that_does_not_exist(tmp_path):
+    from glasscuda.data import load_split
+    from glasscuda.data.dataset import DatasetWarning
+    root = make_dataset(tmp_path / "d", [("a", "7 0.5 0.5 0.1 0.1\n"), ("b", None)])
+    with pytest.warns(DatasetWarning) as caught:
+        load_split(root, "train", image_size=16)
+    message = str(caught[0].message)
+    assert "unknown class id 7 (known: 0 chipped_edge, 1 scratch, 2 stain); fix or remove the line" in message
+    assert "class map" not in message
+
+
+def test_python_m_glasscuda_lists_the_three_commands():
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-m", "glasscuda"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for command, purpose in (("glasscuda.train", "train a network"), ("glasscuda.predict", "score images"),
+                             ("glasscuda.evaluate", "compare a predictions CSV with annotations")):
+        assert f"python -m {command}" in result.stdout and purpose in result.stdout
+
+
+def test_predict_shows_progress_over_images_and_heatmaps(tmp_path, multilabel_checkpoint, capsys):
+    images = some_images(tmp_path / "img", n=5)
+    code = predict.main(["--checkpoint", str(multilabel_checkpoint), "--input", str(images), "--output",
+                         str(tmp_path / "p.csv"), "--device", "cpu", "--threshold", "0",
+                         "--heatmaps", str(tmp_path / "maps")])
+    assert code == 0
+    err = capsys.readouterr().err
+    # A bar over the 5 images (not over batches), for scoring and for the heatmaps.
+    assert "scoring:   0%|          | 0/5 [" in err and "?image/s]" in err
+    assert "heatmaps: 100%" in err and "| 5/5 [" in err
+
+
+def test_a_finished_train_prints_the_predict_command_to_run_next(tiny_glass, tmp_path, capsys):
+    import shlex
+    out = tmp_path / "run"
+    assert run_train("--data", tiny_glass, "--img-size", 32, "--epochs", 1, "--out", out, "--device", "cpu") == 0
+    stdout = capsys.readouterr().out.strip().splitlines()
+    expected = (f"python -m glasscuda.predict --checkpoint {out / 'best.npz'} --input {tiny_glass / 'test' / 'img'} "
+                f"--output {out / 'test_predictions.csv'}")
+    assert stdout[-2:] == ["next, score the test images:", f"  {expected}"]
+    assert predict.main([*shlex.split(expected)[3:], "--device", "cpu", "--no-progress"]) == 0
+    assert len(read_rows(out / "test_predictions.csv")) == 20

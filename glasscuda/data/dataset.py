@@ -319,7 +319,7 @@ def load_split(
     if skipped:
         _warn(
             f"skipped {len(skipped)} of {len(image_paths)} images in {img_dir.parent}; "
-            "see the warnings above, or pass strict=True to stop at the first"
+            "see the warnings above, or rerun with --strict to stop at the first"
         )
     if not kept:
         raise DatasetError(f"none of the {len(image_paths)} images in {img_dir} could be used; first problem: {skipped[0][1]}")
@@ -435,7 +435,8 @@ def load_images(paths, *, image_size: int = 128, channels: int = 1, strict: bool
             kept.append(path)
             pixels.append(array)
     if skipped:
-        _warn(f"skipped {len(skipped)} of {len(paths)} images; see the warnings above")
+        _warn(f"skipped {len(skipped)} of {len(paths)} images; see the warnings above, or rerun with --strict "
+              "to stop at the first")
     if not kept:
         raise DatasetError(f"none of the {len(paths)} images could be read; first problem: {skipped[0][1]}")
     images = np.stack(pixels).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
