@@ -37,8 +37,8 @@ def keep_freed_memory() -> None:
 
     A training step allocates the same large arrays (columns, activations,
     gradients) every time. By default glibc hands each block over 32 MiB back
-    to the kernel when freed, so the next step page-faults it in again, zeroed:
-    measured here, a quarter of a single-threaded step. Raising the mmap and
+    to the kernel when freed, so the next step page-faults it in again, zeroed,
+    a large share of a single-threaded step. Raising the mmap and
     trim thresholds keeps those pages in the process. No-op off glibc.
     """
     try:

@@ -13,7 +13,3 @@ def kernel_dir() -> Path:
             return candidate
     raise FileNotFoundError(f"glasscuda's kernel sources are missing (looked in {_PACKAGE / 'kernels'} "
                             f"and {_PACKAGE.parent / 'kernels'}); reinstall glasscuda")
-
-
-def kernel_sources() -> list[Path]:
-    return sorted(kernel_dir().glob("*.cu"))

@@ -84,9 +84,6 @@ class Module:
         for p in self.parameters():
             p.grad.fill(0)
 
-    def num_parameters(self) -> int:
-        return sum(int(p.data.size) for p in self.parameters())
-
     # Modes, devices, precisions ------------------------------------------------
     def train(self, mode: bool = True):
         for m in self.modules():

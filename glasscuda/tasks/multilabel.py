@@ -9,18 +9,13 @@ augmentation, and one threshold per class searched on validation.
 Warm-up: the backbone is first trained for ``--warmup-epochs`` under the
 binary detector's dense head (one output per class), then the pooled head
 takes over. Through global average pooling a defect covering one of the 64
-cells of a 128-pixel image moves the logit by 1/64 of its local evidence:
-from random weights the pooled network was still at chance after 750 steps
-on the synthetic set. The dense head sees each cell with its own weights and
-learns the defect types in about 500; the pooled head, trained after it on
-the warmed-up backbone, reaches the same accuracy and keeps the class
-activation maps.
+cells of a 128-pixel image moves the logit by only 1/64 of its local
+evidence, so a pooled head on a random backbone learns slowly; the dense head
+sees each cell with its own weights and learns the defect types first, and
+the pooled head trained after it keeps the class activation maps.
 
-Decision rule (what makes the outputs consistent): an image's predicted
-defects are the defect classes whose probability reaches their threshold. If
-none does, the image is predicted "no_defect". If "no_defect" also passes its
-own threshold while a defect does, the defects win: a possible defect is never
-hidden by a confident "no defect". The no_defect column of the reported
+Decision rule: :func:`glasscuda.glass.decide` (the defect classes that reach
+their threshold, else "no_defect"). The no_defect column of the reported
 metrics is this rule's, not its raw threshold's.
 """
 from __future__ import annotations
