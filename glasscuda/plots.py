@@ -13,7 +13,8 @@ import numpy as np
 from sklearn.metrics import precision_recall_curve
 
 from .calibration import check_kind, expected_calibration_error, reliability_bins
-from .metrics import _as_binary_matrix, _as_score_matrix, precision_recall_f1
+from .metrics import precision_recall_f1
+from .metrics.checks import _as_binary_matrix, _as_score_matrix
 from .reports import save_figure_atomic
 
 
@@ -140,33 +141,14 @@ def plot_confusion_matrices(report: dict, path: Any, title: str = "Confusion mat
     return save_figure_atomic(figure, path)
 
 
-def plot_score_histograms(
-    y_true: Any,
-    y_score: Any,
-    class_names: Sequence[str],
-    path: Any,
-    thresholds: Sequence[float] | None = None,
-    title: str = "Score distributions",
-):
+def plot_score_histograms(y_true: Any, y_score: Any, class_names: Sequence[str], path: Any,
+                          thresholds: Sequence[float] | None = None, title: str = "Score distributions"):
     """Histogram of scores per class, split by the true label, saved as PNG.
 
     Each true label's histogram is normalised to sum to 1, so a rare class is
-    as visible as a common one; the legend gives the counts.
-
-    Parameters
-    ----------
-    y_true : array-like of shape (N,) or (N, K)
-        True labels, 0 or 1.
-    y_score : array-like of shape (N,) or (N, K)
-        Scores.
-    class_names : sequence of str
-        ``K`` panel titles.
-    path : str or path-like
-        PNG destination, written atomically.
-    thresholds : sequence of float, optional
-        One threshold per class, drawn as a vertical line.
-    title : str
-        Figure title.
+    as visible as a common one; the legend gives the counts. The arguments
+    are those of :func:`plot_pr_curves`; ``class_names`` title the panels and
+    ``thresholds``, one per class, are drawn as vertical lines.
 
     Returns
     -------

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from glasscuda.data import synthetic
+from glasscuda.data import rendering, synthetic
 from glasscuda.data.synthetic import (
     CLASS_NAMES,
     generate_synthetic,
@@ -135,7 +135,7 @@ def test_box_is_tight_around_what_the_defect_changes(class_id):
         ((cls, box),) = rendered.defects
         assert cls == class_id
         delta = np.abs(rendered.noise_free - rendered.clean)
-        strong = delta >= synthetic.BOX_THRESHOLD * delta.max()
+        strong = delta >= rendering.BOX_THRESHOLD * delta.max()
         x0, x1, y0, y1 = _box_pixels(box, size)
         inside = np.zeros_like(strong)
         inside[y0:y1, x0:x1] = True
@@ -167,9 +167,9 @@ def test_defect_free_render_of_the_same_panel_differs_only_inside_the_boxes():
 def test_faint_scratches_stay_above_the_noise():
     for seed in range(40):
         rng = np.random.default_rng(seed)
-        scene = synthetic._sample_scene(rng, 64)
-        row = synthetic._sample_scratch(rng, scene)
-        assert abs(row[-1]) >= synthetic.MIN_SCRATCH_CONTRAST_SIGMAS * scene.noise_sigma - 1e-12
+        scene = rendering._sample_scene(rng, 64)
+        row = rendering._sample_scratch(rng, scene)
+        assert abs(row[-1]) >= rendering.MIN_SCRATCH_CONTRAST_SIGMAS * scene.noise_sigma - 1e-12
 
 
 def test_existing_nonempty_root_is_refused(tmp_path):

@@ -86,14 +86,8 @@ def _load_annotation_folder(root: Path, split: str) -> Annotations:
         present, located = read_defect_file(label_file) if label_file.is_file() else (frozenset(), [])
         defects.append(present)
         boxes.append(located)
-    return Annotations(
-        path=str(root),
-        description=f"dataset folder {root}, split {split!r} ({len(images)} images)",
-        ids=ids,
-        raw_ids=raw_ids,
-        defects=defects,
-        boxes=boxes,
-    )
+    description = f"dataset folder {root}, split {split!r} ({len(images)} images)"
+    return Annotations(str(root), description, ids, raw_ids, defects, boxes)
 
 
 def _parse_label_cell(path: str | Path, line: int, text: str) -> frozenset:
@@ -125,13 +119,7 @@ def _load_annotation_csv(path: Path, id_column: str) -> Annotations:
         raise EvaluationError(f"{path}: no annotation rows after the header")
     ids, raw_ids = read_ids(path, rows, id_index)
     defects = [_parse_label_cell(path, line, cells[label_index]) for line, cells in rows]
-    return Annotations(
-        path=str(path),
-        description=f"annotation CSV {path} ({len(rows)} rows)",
-        ids=ids,
-        raw_ids=raw_ids,
-        defects=defects,
-    )
+    return Annotations(str(path), f"annotation CSV {path} ({len(rows)} rows)", ids, raw_ids, defects)
 
 
 def load_annotations(source: str | Path, split: str = "test", id_column: str = "id") -> Annotations:
