@@ -1,7 +1,7 @@
-"""python -m glasscuda — what the three commands are for."""
+"""python -m glasscuda — what the commands are for."""
 
 USAGE = """\
-glasscuda: convolutional networks for glass defect inspection. Three commands:
+glasscuda: convolutional networks for glass defect inspection. Four commands:
 
   python -m glasscuda.train      train a network (binary: is the glass defective? multilabel: which
                                  defects and where? cifar10: the small-CNN preset) into --out
@@ -9,6 +9,8 @@ glasscuda: convolutional networks for glass defect inspection. Three commands:
                                  (probabilities and labels; --heatmaps for where the defects are)
   python -m glasscuda.evaluate   compare a predictions CSV with annotations: precision, recall, F1,
                                  threshold sweeps, operating points, calibration
+  python -m glasscuda.export     write a checkpoint as an ONNX model, checked against glasscuda by
+                                 onnxruntime (then predict --onnx scores with onnxruntime alone)
 
 Each takes --help. A first run: python -m glasscuda.train (on built-in synthetic glass)."""
 
