@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import tempfile
 import warnings
 from contextlib import contextmanager
@@ -109,18 +108,20 @@ def plain_warnings():
     """Within the block, a dataset warning prints as one line, ``warning: <message>``, on standard error.
 
     Python's default display adds the library's file and line, which tell a
-    user of the command line nothing; other warnings keep that display.
+    user of the command line nothing; other warnings keep that display. Only
+    the text changes, so code that records warnings still sees them.
     """
     from .data.dataset import DatasetWarning
 
-    with warnings.catch_warnings():
-        shown = warnings.showwarning
+    formatted = warnings.formatwarning
 
-        def show(message, category, filename, lineno, file=None, line=None):
-            if issubclass(category, DatasetWarning):
-                print(f"warning: {message}", file=sys.stderr, flush=True)
-            else:
-                shown(message, category, filename, lineno, file, line)
+    def plain(message, category, filename, lineno, line=None):
+        if issubclass(category, DatasetWarning):
+            return f"warning: {message}\n"
+        return formatted(message, category, filename, lineno, line)
 
-        warnings.showwarning = show
+    warnings.formatwarning = plain
+    try:
         yield
+    finally:
+        warnings.formatwarning = formatted

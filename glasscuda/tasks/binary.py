@@ -19,7 +19,7 @@ from ..models import BinaryDetector
 from ..plots import plot_training_curves
 from ..optim import Adam, ReduceLROnPlateau
 from ..reports import write_json_atomic
-from .common import dataset_files, describe, fmt, glass_recipe, load_glass_splits
+from .common import dataset_files, describe, fmt, glass_recipe, load_glass_splits, single_class_note
 from .loop import fit
 from .options import TaskOptions
 
@@ -30,14 +30,19 @@ def score(y_true, probs, threshold=None) -> dict:
     """P/R/F1 at ``threshold``, or at the best grid threshold searched on these scores."""
     y_true = np.asarray(y_true).reshape(-1).astype(int)
     probs = np.asarray(probs).reshape(-1)
-    if threshold is None:
-        threshold = search_threshold(y_true, probs).threshold
+    note = single_class_note(y_true)
+    if threshold is None:   # a search on one class only would pick a meaningless threshold
+        threshold = 0.5 if note else search_threshold(y_true, probs).threshold
     if threshold is None or np.isnan(threshold):
         metrics = precision_recall_f1(y_true, np.zeros_like(y_true))
         metrics["threshold"] = None
         return metrics
     metrics = precision_recall_f1(y_true, (probs >= threshold).astype(int))
     metrics["threshold"] = float(threshold)
+    if note:
+        metrics.update(f1=float("nan"), undefined=note)
+        if y_true.all():
+            metrics["precision"] = float("nan")
     return metrics
 
 
@@ -64,22 +69,24 @@ def run(options: TaskOptions, be, files) -> dict:
         augment=random_flips_and_quarter_turns, epoch_end=scheduler.step)
     header = {"class_names": ["defect"]}
     history, stopper = fit(options, files, recipe, run_config, header, dataset_files(data))
-    return finish(model, data, history, run_config, files, stopper, header)
+    return finish(model, data, history, run_config, files, stopper, header, progress=options.progress)
 
 
-def finish(model, data, history, run_config, files, stopper, header) -> dict:
+def finish(model, data, history, run_config, files, stopper, header, *, progress: bool = False) -> dict:
     """Search the threshold on validation, score test at it, write the final artifacts."""
-    val_probs = training.probabilities(training.predict_logits(model, data.val.images, data.normalizer))[:, 0]
-    test_probs = training.probabilities(training.predict_logits(model, data.test.images, data.normalizer))[:, 0]
+    val_probs, test_probs = (training.probabilities(training.predict_logits(
+        model, split.images, data.normalizer, progress=progress, description=f"scoring {name}"))[:, 0]
+        for name, split in (("validation", data.val), ("test", data.test)))
     search = search_threshold(data.val.is_defective, val_probs)
-    threshold = None if np.isnan(search.threshold) else search.threshold
+    val_note = single_class_note(data.val.is_defective)
+    threshold = None if val_note or np.isnan(search.threshold) else search.threshold
     used = threshold if threshold is not None else 0.5
     val, test = score(data.val.is_defective, val_probs, used), score(data.test.is_defective, test_probs, used)
     final = {"best_epoch": stopper.best_epoch, "threshold": threshold,
              "pr_optimum_threshold": search.pr_optimum_threshold, "pr_optimum_f1": search.pr_optimum_f1,
              "threshold_table": search.table, "validation": val, "test": test}
-    if search.undefined:
-        final["note"] = f"validation: {search.undefined}; threshold left at 0.5"
+    if val_note or search.undefined:
+        final["note"] = f"validation: {val_note or search.undefined}; threshold left at 0.5"
     training.write_metrics(files.metrics, history, final, run_config)
     write_json_atomic(files.thresholds, {"defect": threshold, "pr_optimum": search.pr_optimum_threshold})
     if history:

@@ -51,7 +51,21 @@ def load_glass_splits(options: TaskOptions, *, channels: int = 1) -> GlassSplits
     if not train.is_defective.any():
         raise UsageError(f"the training split of {root} has no defective image, so there is "
                          "nothing to detect: F1 is undefined. Add labelled defects (ROOT/train/txt).")
+    for name, split in (("validation", val), ("test", test)):
+        note = single_class_note(split.is_defective)
+        if note:
+            print(f"note: the {name} split of {root} has {note}; no F1 is reported for it", file=sys.stderr)
     return GlassSplits(root, train, val, test, Normalizer.fit(train.images))
+
+
+def single_class_note(is_defective) -> str | None:
+    """Why precision, recall and F1 say nothing about labels of one class only; None when both are present."""
+    defective = np.asarray(is_defective, dtype=bool).reshape(-1)
+    if defective.size and not defective.any():
+        return "no defective image: recall and F1 are undefined"
+    if defective.all():
+        return "no defect-free image: precision and F1 are meaningless, as calling every image defective scores 1.0"
+    return None
 
 
 def describe(name: str, data: GlassDataset) -> str:

@@ -33,7 +33,7 @@ from ..models import MultiLabelNet
 from ..optim import AdamW, CosineAnnealingWarmRestarts
 from ..plots import plot_confusion_matrices
 from ..reports import markdown_table, write_json_atomic
-from .common import dataset_files, describe, fmt, glass_recipe, load_glass_splits
+from .common import dataset_files, describe, fmt, glass_recipe, load_glass_splits, single_class_note
 from .loop import fit
 from .options import MultilabelOptions, UsageError
 
@@ -53,6 +53,10 @@ def report(truth, probs, thresholds, names) -> dict:
     result["thresholds"] = [float(t) for t in thresholds]
     for name, t in zip(names, thresholds):
         result["per_class"][name]["threshold"] = float(t)
+    note = single_class_note(np.asarray(truth)[:, 1:].any(axis=1))
+    if note:   # the pooled scores would be those of the one class present
+        result.update(micro_precision=float("nan"), micro_recall=float("nan"), micro_f1=float("nan"),
+                      macro_f1=float("nan"), undefined=note)
     return result
 
 
@@ -161,7 +165,8 @@ def run(options: MultilabelOptions, be, files) -> dict:
     history, stopper = fit(options, files, recipe, run_config, header, dataset_files(data))
 
     val_probs, test_probs = (training.probabilities(training.predict_logits(
-        model, split.images, data.normalizer, tta=options.tta)) for split in (data.val, data.test))
+        model, split.images, data.normalizer, tta=options.tta, progress=options.progress,
+        description=f"scoring {name}")) for name, split in (("validation", data.val), ("test", data.test)))
     thresholds = search_thresholds_per_class(val_truth, val_probs)
     val = report(val_truth, val_probs, thresholds, names)
     test = report(targets_of(data.test), test_probs, thresholds, names)
@@ -174,7 +179,8 @@ def run(options: MultilabelOptions, be, files) -> dict:
                                         "normalization": data.normalizer.to_dict(),
                                         "thresholds": thresholds.tolist(), "tta": options.tta, **header})
     for split, result in (("validation", val), ("test", test)):
-        print(f"\n{split}: micro-F1 {fmt(result['micro_f1'])}  macro-F1 {fmt(result['macro_f1'])}")
+        note = f"  ({result['undefined']})" if result.get("undefined") else ""
+        print(f"\n{split}: micro-F1 {fmt(result['micro_f1'])}  macro-F1 {fmt(result['macro_f1'])}{note}")
         print(markdown_table(table_rows(result)))
         for name, matrix in result["confusion_matrices"].items():
             (tn, fp), (fn, tp) = matrix
