@@ -441,7 +441,9 @@ def test_a_stale_partial_file_is_cleared_by_the_next_run_in_that_folder(tiny_gla
         os.umask(old_mask)
     assert not stale.exists()
     assert not list(out.glob(".*"))
-    for name in ("best.npz", "last.npz"):
+    written = sorted(path.name for path in out.iterdir())
+    assert {"best.npz", "last.npz", "metrics.json", "thresholds.json", "curves.png"} <= set(written)
+    for name in written:
         assert (out / name).stat().st_mode & 0o777 == 0o640, name
 
 

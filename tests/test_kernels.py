@@ -15,7 +15,9 @@ with tests/test_gpu_parity.py and tests/kernel_error_table.py.
 """
 from __future__ import annotations
 
+import inspect
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +28,9 @@ from hypothesis import strategies as st
 from conftest import POISON_INT, poisoned, rel_err
 from glasscuda import ops
 from glasscuda import reference as ref
-from glasscuda.backend.table import INT64, KERNELS
+from glasscuda.backend.cases import CASES, KernelCases
+from glasscuda.backend.sources import kernel_dir
+from glasscuda.backend.table import INT64, KERNELS, In, Kernel, Out
 
 DTYPES = (np.float32, np.float64)
 ELEMENTWISE, GEMM, EXACT = "elementwise", "gemm", "exact"
@@ -323,52 +327,61 @@ RUNNERS = {
     "flip_rotate90": run_flip_rotate90, "rotate_bilinear": run_rotate_bilinear,
 }
 
-# A fixed set of cases per kernel: the GPU parity test and the error table run these.
-# (The large ones exceed the host's 16384-element threshold and run on the OpenMP team.)
-FIXED_CASES = {
-    "im2col": [dict(N=2, C=3, H=7, W=5, KH=3, KW=3, SH=2, SW=2, PH=1, PW=1),
-               dict(N=1, C=2, H=6, W=9, KH=5, KW=3, SH=1, SW=2, PH=2, PW=0),
-               dict(N=2, C=3, H=40, W=40, KH=3, KW=3, SH=1, SW=1, PH=1, PW=1)],
-    "col2im": [dict(N=2, C=3, H=7, W=5, KH=3, KW=3, SH=2, SW=2, PH=1, PW=1),
-               dict(N=1, C=2, H=6, W=9, KH=5, KW=3, SH=1, SW=2, PH=2, PW=0),
-               dict(N=2, C=3, H=40, W=40, KH=3, KW=3, SH=1, SW=1, PH=1, PW=1)],
-    "maxpool_forward": [dict(N=2, C=3, H=7, W=9, KH=2, KW=2, SH=2, SW=2),
-                        dict(N=2, C=2, H=8, W=10, KH=2, KW=2, SH=2, SW=2, ties=True),
-                        dict(N=1, C=2, H=7, W=9, KH=2, KW=2, SH=1, SW=2, ties=True),
-                        dict(N=1, C=2, H=9, W=8, KH=3, KW=3, SH=1, SW=2, ties=True),
-                        dict(N=4, C=4, H=64, W=64, KH=2, KW=2, SH=2, SW=2)],
-    "maxpool_backward": [dict(N=2, C=3, H=7, W=9, KH=2, KW=2, SH=2, SW=2),
-                         dict(N=1, C=2, H=9, W=8, KH=3, KW=3, SH=1, SW=2, ties=True),
-                         dict(N=4, C=4, H=64, W=64, KH=3, KW=3, SH=2, SW=2)],
-    "maxpool_backward_disjoint": [dict(N=2, C=3, H=7, W=9, KH=2, KW=2, SH=2, SW=2),
-                                  dict(N=1, C=2, H=9, W=8, KH=2, KW=3, SH=3, SW=3, ties=True),
-                                  dict(N=2, C=3, H=8, W=7, KH=2, KW=2, SH=2, SW=3, initial="random"),
-                                  dict(N=4, C=4, H=64, W=64, KH=2, KW=2, SH=2, SW=2)],
-    "global_avgpool_forward": [dict(NC=6, HW=49), dict(NC=12, HW=4096)],
-    "global_avgpool_backward": [dict(NC=6, HW=49), dict(NC=12, HW=4096)],
-    "relu_forward": [dict(n=101), dict(n=40001)],
-    "relu_backward": [dict(n=101), dict(n=40001)],
-    "bias_add": [dict(N=2, C=3, S=35), dict(N=8, C=5, S=1), dict(N=2, C=16, S=1024)],
-    "swap_outer_axes": [dict(A=3, B=5, L=7), dict(A=1, B=4, L=1), dict(A=4, B=1, L=3),
-                        dict(A=16, B=32, L=1024)],
-    "bias_grad": [dict(N=2, C=3, S=35), dict(N=8, C=5, S=1), dict(N=4, C=3, S=5000)],
-    "bce_with_logits": [dict(n=257), dict(n=257, soft=True), dict(n=20000, scale=1.0)],
-    "focal_with_logits": [dict(N=33, K=4, gamma=0.0), dict(N=33, K=4, gamma=1.0),
-                          dict(N=33, K=4, gamma=2.0), dict(N=5000, K=4, gamma=2.5)],
-    "softmax_cross_entropy": [dict(N=17, K=5), dict(N=3, K=1000, spread=30.0),
-                              dict(N=4096, K=8)],
-    "adam_update": [dict(n=101, decoupled=False, weight_decay=0.01),
-                    dict(n=101, decoupled=True, weight_decay=0.01),
-                    dict(n=20001, decoupled=False)],
-    "flip_rotate90": [dict(N=16, C=2, S=5, codes=range(16)), dict(N=16, C=1, S=4, codes=range(16)),
-                      dict(N=4, C=3, S=64)],
-    "rotate_bilinear": [dict(N=3, C=2, H=9, W=7), dict(N=4, C=3, H=64, W=48)],
-}
+# A fixed set of cases per kernel, from glasscuda/backend/cases.py: the oracle tests
+# below, the GPU parity test and the error table run these.
+FIXED_CASES = {name: list(entry.cases) for name, entry in CASES.items()}
 
 
-def test_every_kernel_in_the_table_has_a_runner_and_fixed_cases():
-    assert set(RUNNERS) == set(KERNELS)
-    assert set(FIXED_CASES) == set(KERNELS)
+def missing_pieces(name, kernel, cases=CASES, runners=RUNNERS, kernels=KERNELS) -> list[str]:
+    """What a kernel still lacks, one line per piece (see "Adding a kernel" in the README)."""
+    if kernel is None:
+        return [f"{name}: has cases or a runner but no row in glasscuda/backend/table.py"]
+    problems = []
+    source = kernel_dir() / kernel.source
+    if not source.is_file():
+        problems.append(f"{name}: its table row names kernels/{kernel.source}, which does not exist")
+    elif not re.search(rf"\b{name}\b", source.read_text()):
+        problems.append(f"{name}: kernels/{kernel.source} does not define it (KERNEL {name}_f32/_f64)")
+    entry = cases.get(name)
+    if entry is None or not entry.cases:
+        problems.append(f"{name}: no test cases: add KernelCases(valid=..., cases=(...)) for it to "
+                        "glasscuda/backend/cases.py")
+    elif set(entry.valid) != set(kernel.ints + kernel.reals):
+        problems.append(f"{name}: the valid launch in glasscuda/backend/cases.py must set exactly the row's "
+                        f"integer and real arguments {sorted(kernel.ints + kernel.reals)}, "
+                        f"it sets {sorted(entry.valid)}")
+    runner = runners.get(name)
+    if runner is None:
+        problems.append(f"{name}: no runner: add run_{name} (inputs, launch, oracle) to RUNNERS in "
+                        "tests/test_kernels.py")
+    elif "ref." not in inspect.getsource(runner):
+        problems.append(f"{name}: {runner.__name__} compares with no oracle from glasscuda.reference")
+    if f'"{name}"' not in inspect.getsource(ops):
+        problems.append(f"{name}: nothing in glasscuda/ops.py launches it: add its ops wrapper")
+    return problems
+
+
+def test_every_kernel_in_the_table_has_all_its_pieces():
+    names = set(KERNELS) | set(CASES) | set(RUNNERS)
+    problems = [p for name in sorted(names) for p in missing_pieces(name, KERNELS.get(name))]
+    assert not problems, "\n".join(problems)
+
+
+def test_a_forgotten_piece_is_named():
+    """A row whose kernel has no source, cases, runner or wrapper gets one message per missing piece."""
+    ghost = Kernel("scale_rows", "scale.cu", (In("x", "n"), Out("y", "n")), ("n",), threads="n")
+    problems = missing_pieces("scale_rows", ghost)
+    assert [p.split(":", 2)[1].strip() for p in problems] == [
+        "its table row names kernels/scale.cu, which does not exist", "no test cases", "no runner",
+        "nothing in glasscuda/ops.py launches it"]
+    relu = KERNELS["relu_forward"]
+    assert missing_pieces("relu_forward", relu) == []
+    wrong_valid = dict(CASES, relu_forward=KernelCases(valid=dict(m=5), cases=CASES["relu_forward"].cases))
+    assert "the valid launch" in missing_pieces("relu_forward", relu, cases=wrong_valid)[0]
+    no_oracle = dict(RUNNERS, relu_forward=normal)
+    assert missing_pieces("relu_forward", relu, runners=no_oracle) == [
+        "relu_forward: normal compares with no oracle from glasscuda.reference"]
+    assert missing_pieces("ghost", None) == ["ghost: has cases or a runner but no row in glasscuda/backend/table.py"]
 
 
 @pytest.mark.parametrize("kernel,case", [(k, c) for k, cases in FIXED_CASES.items() for c in cases],

@@ -14,31 +14,11 @@ import pytest
 
 from glasscuda.backend import get_backend, gpu_available
 from glasscuda.backend.sources import kernel_dir
+from glasscuda.backend.cases import CASES
 from glasscuda.backend.table import INT64, KERNELS, REAL
 
-# Integer and real arguments that pass every check, per kernel.
-VALID_SCALARS = {
-    "im2col": dict(N=2, C=3, H=5, W=4, KH=3, KW=3, SH=2, SW=1, PH=1, PW=0, HO=3, WO=2),
-    "col2im": dict(N=2, C=3, H=5, W=4, KH=3, KW=3, SH=2, SW=1, PH=1, PW=0, HO=3, WO=2),
-    "maxpool_forward": dict(N=2, C=1, H=5, W=4, KH=2, KW=2, SH=2, SW=2, HO=2, WO=2),
-    "maxpool_backward": dict(N=2, C=1, H=5, W=4, KH=2, KW=2, SH=2, SW=2, HO=2, WO=2),
-    "maxpool_backward_disjoint": dict(N=2, C=1, H=5, W=4, HO=2, WO=2),
-    "global_avgpool_forward": dict(NC=3, HW=4),
-    "global_avgpool_backward": dict(NC=3, HW=4),
-    "relu_forward": dict(n=5),
-    "relu_backward": dict(n=5),
-    "bias_add": dict(N=2, C=3, S=4),
-    "bias_grad": dict(N=2, C=3, S=4),
-    "swap_outer_axes": dict(A=2, B=3, L=4),
-    "bce_with_logits": dict(n=5, eps=1e-7, scale=0.2),
-    "focal_with_logits": dict(N=2, K=3, gamma=2.0, scale=1.0),
-    "softmax_cross_entropy": dict(N=2, K=3, scale=0.5),
-    "adam_update": dict(n=5, decoupled=0, lr=1e-3, one_minus_beta1=0.1, one_minus_beta2=0.001,
-                        eps=1e-8, weight_decay=0.0,
-                        bc1=0.1, bc2=0.001),
-    "flip_rotate90": dict(N=2, C=1, S=3),
-    "rotate_bilinear": dict(N=2, C=1, H=3, W=4),
-}
+# Integer and real arguments that pass every check, per kernel (glasscuda/backend/cases.py).
+VALID_SCALARS = {name: entry.valid for name, entry in CASES.items()}
 
 # Scalar values that break one of the table's conditions (shape agreement, ranges).
 BROKEN_CHECKS = [
