@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import numerics
+from .numerics import sigmoid
 
 
 def _f64(*arrays):
@@ -184,11 +184,6 @@ def linear(x, weight, bias=None):
 def linear_backward(dy, x, weight):
     dy, x, weight = _f64(dy, x, weight)
     return dy @ weight, dy.T @ x, dy.sum(axis=0)
-
-
-def sigmoid(z):
-    (z,) = _f64(z)
-    return numerics.sigmoid(z)
 
 
 def bce_with_logits(z, y, eps=1e-7):
