@@ -1,5 +1,8 @@
 """Loss functions on logits: ``forward`` returns the mean loss, ``backward`` its gradient.
 
+The mean loss is a 0-d array on the logits' device (``float(loss)`` reads it);
+a training step never has to wait for it on the host.
+
 Each loss is one fused kernel pass that writes the per-element loss and the
 gradient together (kernels/loss.cu); ``backward`` returns the gradient kept
 from the last ``forward``.
@@ -21,7 +24,7 @@ class _Loss:
         self.backend = get_backend(device)
         return self
 
-    def __call__(self, logits, targets) -> float:
+    def __call__(self, logits, targets):
         return self.forward(logits, targets)
 
     def backward(self):
@@ -39,7 +42,7 @@ class BCEWithLogitsLoss(_Loss):
         super().__init__(device)
         self.eps = float(eps)
 
-    def forward(self, logits, targets) -> float:
+    def forward(self, logits, targets):
         loss, self._grad = ops.bce_with_logits(self.backend, logits, targets, self.eps)
         return loss
 
@@ -55,9 +58,13 @@ class FocalLoss(_Loss):
         if gamma < 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         self.gamma = float(gamma)
+        self._device_weights = None  # (backend, dtype) and the weights there, copied once
 
-    def forward(self, logits, targets) -> float:
-        weights = self.backend.asarray(self.weights, dtype=logits.dtype)
+    def forward(self, logits, targets):
+        key = (self.backend.name, np.dtype(logits.dtype))
+        if self._device_weights is None or self._device_weights[0] != key:
+            self._device_weights = (key, self.backend.asarray(self.weights, dtype=logits.dtype))
+        weights = self._device_weights[1]
         loss, self._grad = ops.focal_with_logits(self.backend, logits, targets, weights, self.gamma)
         return loss
 
@@ -65,7 +72,7 @@ class FocalLoss(_Loss):
 class CrossEntropyLoss(_Loss):
     """Softmax cross-entropy of [N, K] logits against integer class labels [N]."""
 
-    def forward(self, logits, targets) -> float:
+    def forward(self, logits, targets):
         loss, self._grad = ops.softmax_cross_entropy(self.backend, logits, targets)
         return loss
 

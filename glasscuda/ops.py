@@ -234,23 +234,24 @@ def linear_backward(be, dy, x, weight, need_dx=True):
 def bce_with_logits(be, logits, targets, eps=1e-7):
     """Mean binary cross-entropy of sigmoid(logits), probability clamped to [eps, 1-eps].
 
-    Returns (loss as a Python float, gradient with respect to the logits)."""
-    z = be.xp.ascontiguousarray(logits)
-    y = be.xp.ascontiguousarray(targets, dtype=z.dtype)
+    Returns (the mean loss as a 0-d array on the device, gradient with respect
+    to the logits); nothing is copied to the host."""
+    z = be.asarray(logits)
+    y = be.asarray(targets, dtype=z.dtype)
     if y.shape != z.shape:
         raise ValueError(f"bce: targets shape {tuple(y.shape)} != logits shape {tuple(z.shape)}")
     loss = be.xp.empty_like(z)
     grad = be.xp.empty_like(z)
     be.launch("bce_with_logits", z=z, y=y, loss=loss, grad=grad, n=z.size, eps=eps,
               scale=1.0 / max(z.size, 1))
-    return float(loss.mean()), grad
+    return loss.mean(), grad
 
 
 def focal_with_logits(be, logits, targets, weights, gamma=2.0):
     """Mean weighted multi-label focal loss over [N, K] logits (see kernels/loss.cu)."""
-    z = be.xp.ascontiguousarray(logits)
-    y = be.xp.ascontiguousarray(targets, dtype=z.dtype)
-    w = be.xp.ascontiguousarray(be.xp.asarray(weights, dtype=z.dtype))
+    z = be.asarray(logits)
+    y = be.asarray(targets, dtype=z.dtype)
+    w = be.asarray(weights, dtype=z.dtype)
     if z.ndim != 2 or y.shape != z.shape or w.shape != (z.shape[1],):
         raise ValueError(f"focal: expected logits [N, K], targets [N, K], weights [K]; got "
                          f"{tuple(z.shape)}, {tuple(y.shape)}, {tuple(w.shape)}")
@@ -258,24 +259,29 @@ def focal_with_logits(be, logits, targets, weights, gamma=2.0):
     grad = be.xp.empty_like(z)
     be.launch("focal_with_logits", z=z, y=y, weight=w, loss=loss, grad=grad,
               N=z.shape[0], K=z.shape[1], gamma=gamma, scale=1.0 / max(z.size, 1))
-    return float(loss.mean()), grad
+    return loss.mean(), grad
 
 
 def softmax_cross_entropy(be, logits, labels):
-    """Mean softmax cross-entropy of [N, K] logits against integer labels [N]."""
-    z = be.xp.ascontiguousarray(logits)
-    label = be.xp.ascontiguousarray(labels, dtype=np.int64)
+    """Mean softmax cross-entropy of [N, K] logits against integer labels [N].
+
+    Labels on the host are range-checked here; labels already on a
+    GPU are not read back (that would stop the device), and the kernel gives a
+    label outside [0, K) a NaN loss instead."""
+    z = be.asarray(logits)
     N, K = z.shape
+    host = _on_host(be, labels)
+    if host is not None and host.size and (host.min() < 0 or host.max() >= K):
+        raise ValueError(f"cross-entropy: labels must lie in [0, {K}), got "
+                         f"[{int(host.min())}, {int(host.max())}]")
+    label = be.asarray(labels, dtype=np.int64)
     if label.shape != (N,):
         raise ValueError(f"cross-entropy: labels shape {tuple(label.shape)} != ({N},)")
-    if N and (int(label.min()) < 0 or int(label.max()) >= K):
-        raise ValueError(f"cross-entropy: labels must lie in [0, {K}), got "
-                         f"[{int(label.min())}, {int(label.max())}]")
     loss = be.xp.empty(N, dtype=z.dtype)
     grad = be.xp.empty_like(z)
     be.launch("softmax_cross_entropy", z=z, label=label, loss=loss, grad=grad, N=N, K=K,
               scale=1.0 / max(N, 1))
-    return float(loss.mean()), grad
+    return loss.mean(), grad
 
 
 # Optimizer ------------------------------------------------------------------

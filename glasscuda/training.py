@@ -6,7 +6,6 @@ keeps the history, and writes ``metrics.json``.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,48 +25,75 @@ class EpochResult:
     seconds: float
 
 
+READ_EVERY = 25   # steps between two reads of the running loss and the finiteness flags
+
+
 def train_epoch(model, loss_fn, optimizer, images, targets, batches, normalizer, rng, *,
-                augment=None, scheduler_step=None, description="train", progress=True) -> EpochResult:
+                augment=None, scheduler_step=None, description="train", progress=True,
+                read_every: int = READ_EVERY) -> EpochResult:
     """One pass over ``batches`` (lists of indices into ``images``/``targets``).
 
-    Each batch is normalised on the host, moved to the model's device,
-    augmented there (``augment(backend, x, rng)``), and takes one optimizer
-    step. ``scheduler_step(fraction_of_epoch)`` is called after each step
-    when given (for per-batch schedules).
+    The standardised training images and their targets go to the model's
+    device once, at the start of the epoch. A step then copies one thing to
+    the device — the batch's indices — gathers its batch there, augments it
+    with random numbers drawn there (``augment(backend, x, generator)``, the
+    generator from ``Backend.random_generator``), and takes one optimizer
+    step; nothing in a step waits for the host. The running loss and whether
+    a loss or gradient has become NaN or infinite accumulate on the device and
+    are read every ``read_every`` steps and at the end of the epoch; the
+    scores, once, at the end. ``scheduler_step(fraction_of_epoch)`` is called
+    after each step when given (for per-batch schedules).
     """
-    be = model.backend
+    be, xp = model.backend, model.backend.xp
     model.train()
     start = time.perf_counter()
+    device_images = xp.empty(images.shape, dtype=model.dtype)
+    for first in range(0, len(images), 256):   # standardise in chunks: no float64 copy of the whole set
+        device_images[first:first + 256] = be.asarray(normalizer(images[first:first + 256], model.dtype))
+    device_targets = be.asarray(targets, dtype=model.dtype)
+    generator = be.random_generator(rng)
     total, seen = 0.0, 0
-    all_scores, all_targets = [], []
+    first_bad_loss = first_bad_grad = xp.full((), -1, dtype=np.int64)
+    scores, all_targets = [], []
+
+    def read(step):
+        """The running loss; raises at the first step whose loss or gradient was not finite."""
+        values = be.to_numpy(xp.stack([xp.asarray(total, dtype=np.float64),
+                                       first_bad_loss.astype(np.float64), first_bad_grad.astype(np.float64)]))
+        bad_loss, bad_grad = int(values[1]), int(values[2])
+        if bad_loss >= 0 or bad_grad >= 0:
+            bad = min(s for s in (bad_loss, bad_grad) if s >= 0)
+            what = "the training loss" if bad == bad_loss else "a gradient"
+            raise FloatingPointError(f"{description}, step {bad + 1} of {len(batches)}: {what} became NaN or "
+                                     f"infinite; the learning rate ({optimizer.lr:g}) is likely too high: "
+                                     "lower --lr")
+        return float(values[0]) / max(seen, 1)
+
     bar = tqdm(batches, desc=description, leave=False, disable=not progress, unit="batch")
     for b, index in enumerate(bar):
-        x = be.asarray(normalizer(images[index], model.dtype))
-        y = be.asarray(targets[index], dtype=model.dtype)
+        rows = be.asarray(np.asarray(index, dtype=np.int64))
+        x, y = device_images[rows], device_targets[rows]
         if augment is not None:
-            x = augment(be, x, rng)
+            x = augment(be, x, generator)
         optimizer.zero_grad()
         logits = model.forward(x)
-        loss = loss_fn.forward(logits, y)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"{description}, step {b + 1} of {len(batches)}: the training loss became "
-                                     f"{loss}; the learning rate ({optimizer.lr:g}) is likely too high: lower --lr")
+        loss = xp.asarray(loss_fn.forward(logits, y))   # a 0-d device array stays where it is
         model.backward(loss_fn.backward(), need_input_grad=False)
-        # One host sync per step: the largest |gradient| of each parameter, summed, is finite only if all are.
-        if not math.isfinite(float(sum(be.xp.max(be.xp.abs(p.grad)) for p in model.parameters()))):
-            raise FloatingPointError(f"{description}, step {b + 1} of {len(batches)}: a gradient became NaN or "
-                                     f"infinite (loss {loss:.4g}); the learning rate ({optimizer.lr:g}) is likely "
-                                     "too high: lower --lr")
+        first_bad_loss = xp.where((first_bad_loss < 0) & ~xp.isfinite(loss), b, first_bad_loss)
+        first_bad_grad = xp.where((first_bad_grad < 0) & ~xp.isfinite(optimizer.grad).all(), b, first_bad_grad)
         optimizer.step()
         if scheduler_step is not None:
             scheduler_step((b + 1) / len(batches))
-        total += loss * len(index)
+        total = total + loss.astype(np.float64) * len(index)
         seen += len(index)
-        all_scores.append(be.to_numpy(sigmoid(logits, be.xp)))
+        scores.append(sigmoid(logits, xp))
         all_targets.append(targets[index])
-        bar.set_postfix(loss=f"{total / seen:.4f}")
+        if (b + 1) % read_every == 0:
+            bar.set_postfix(loss=f"{read(b):.4f}")
     bar.close()
-    return EpochResult(total / max(seen, 1), np.concatenate(all_scores), np.concatenate(all_targets),
+    mean_loss = read(len(batches) - 1)
+    return EpochResult(mean_loss, be.to_numpy(xp.concatenate(scores)) if scores else np.empty((0, 0)),
+                       np.concatenate(all_targets) if all_targets else np.empty((0, 0)),
                        time.perf_counter() - start)
 
 

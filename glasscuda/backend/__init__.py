@@ -49,6 +49,18 @@ class Backend:
     def synchronize(self) -> None:
         self.launcher.synchronize()
 
+    def random_generator(self, host_rng: np.random.Generator):
+        """A generator that draws where this backend's arrays live, from ``host_rng``'s stream.
+
+        On the CPU it is ``host_rng`` itself. On the GPU it is a CuPy generator
+        seeded by one draw of ``host_rng``, so its numbers never cross to the
+        device, and a run stays reproducible (and resumable) from the host
+        generator's state.
+        """
+        if self.xp is np:
+            return host_rng
+        return self.xp.random.default_rng(int(host_rng.integers(2 ** 62)))
+
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
 

@@ -108,12 +108,12 @@ class ReportingLoss:
         """Restart the batch count for ``epoch``."""
         self.epoch, self.batch, self.window = epoch, 0, 0.0
 
-    def forward(self, logits, targets) -> float:
+    def forward(self, logits, targets):
         value = self.loss.forward(logits, targets)
         self.batch += 1
-        self.window += value
+        self.window = self.window + value   # summed where the loss lives, read once per printed line
         if self.batch % self.every == 0:
-            tqdm.write(f"epoch {self.epoch} batch {self.batch}: loss {self.window / self.every:.4f}")
+            tqdm.write(f"epoch {self.epoch} batch {self.batch}: loss {float(self.window) / self.every:.4f}")
             self.window = 0.0
         return value
 
