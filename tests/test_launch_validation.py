@@ -378,3 +378,25 @@ def test_auto_picks_the_cpu_without_a_gpu():
 def test_unknown_device_is_rejected():
     with pytest.raises(ValueError, match="nope"):
         get_backend("nope")
+
+
+def test_a_signature_is_validated_once_and_overlaps_every_time(cpu, monkeypatch):
+    from glasscuda.backend import launch
+    calls = []
+    real_validate = launch._validate
+    monkeypatch.setattr(launch, "_validate", lambda *a: calls.append(a[0].name) or real_validate(*a))
+    monkeypatch.setattr(launch, "_VALIDATED", {})
+    x, y = np.ones(7, np.float32), np.empty(7, np.float32)
+    cpu.launch("relu_forward", x=x, y=y, n=7)
+    cpu.launch("relu_forward", x=np.ones(7, np.float32), y=np.empty(7, np.float32), n=7)
+    assert calls == ["relu_forward"]
+    with pytest.raises(ValueError, match="relu_backward: output 'dx' overlaps argument 'x'"):
+        both = np.ones(8, np.float32)
+        cpu.launch("relu_backward", x=both[:7], dy=np.ones(7, np.float32), dx=both[1:], n=7)
+    cpu.launch("relu_forward", x=x.astype(np.float64), y=y.astype(np.float64), n=7)
+    with pytest.raises(ValueError, match="relu_forward: argument 'y' has 7 elements, expected n = 6"):
+        cpu.launch("relu_forward", x=x[:6], y=y, n=6)
+    buffer = np.ones(8, np.float32)   # the cached signature again, partly in place this time
+    with pytest.raises(ValueError, match="relu_forward: output 'y' overlaps argument 'x'"):
+        cpu.launch("relu_forward", x=buffer[:7], y=buffer[1:], n=7)
+    assert calls == ["relu_forward", "relu_backward", "relu_forward", "relu_forward"]

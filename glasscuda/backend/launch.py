@@ -5,6 +5,11 @@ kernel's row in :data:`~glasscuda.backend.table.KERNELS` and returns the
 arguments in the kernel's order, with the precision suffix to call. A bad call
 raises ``ValueError`` naming the kernel and the argument; nothing reaches the
 kernel unchecked.
+
+Everything but the overlap of arrays depends only on the launch's signature
+(the kernel, each array's type, dtype, size and flags, each scalar's type and
+value), and a training step makes the same launches every time: a signature
+that passed once is remembered, and only the overlaps are checked again.
 """
 from __future__ import annotations
 
@@ -38,6 +43,42 @@ def prepare(kernel_name: str, args: dict, array_type: type, shares_memory) -> tu
         kernel = KERNELS[kernel_name]
     except KeyError:
         raise ValueError(f"unknown kernel {kernel_name!r}; known: {', '.join(sorted(KERNELS))}") from None
+    key = _signature(kernel, args, array_type)
+    suffix = _VALIDATED.get(key) if key is not None else None
+    if suffix is None:
+        suffix = _validate(kernel, args, array_type)
+        if key is not None:
+            if len(_VALIDATED) >= MAX_SIGNATURES:
+                _VALIDATED.clear()
+            _VALIDATED[key] = suffix
+    _check_overlaps(kernel, args, shares_memory)
+    ordered = [args[a.name] for a in kernel.arrays] + [int(args[n]) for n in kernel.ints] \
+        + [float(args[n]) for n in kernel.reals]
+    return kernel, suffix, ordered
+
+
+MAX_SIGNATURES = 4096
+_VALIDATED: dict = {}
+
+
+def _signature(kernel: Kernel, args: dict, array_type: type):
+    """What :func:`_validate` depends on; None when an argument is missing or extra."""
+    if len(args) != len(kernel.params):
+        return None
+    try:
+        arrays = tuple((type(a), a.dtype, a.size, a.flags.c_contiguous, getattr(a.flags, "writeable", True))
+                       for a in (args[spec.name] for spec in kernel.arrays))
+        scalars = tuple((type(v), v) for v in (args[n] for n in kernel.ints + kernel.reals))
+        key = (kernel.name, array_type, arrays, scalars)
+        hash(key)
+    except (KeyError, AttributeError, TypeError):
+        return None
+    return key
+
+
+def _validate(kernel: Kernel, args: dict, array_type: type) -> str:
+    """Every check but the overlaps; the precision suffix."""
+    kernel_name = kernel.name
 
     def fail(message):
         raise ValueError(f"{kernel_name}: {message}")
@@ -106,25 +147,25 @@ def prepare(kernel_name: str, args: dict, array_type: type, shares_memory) -> tu
                  f"(shape {tuple(value.shape)})")
         arrays[spec.name] = value
 
+    if precision is None:
+        raise ValueError(f"{kernel_name}: has no real array to take its precision from")
+    return SUFFIX[precision]
+
+
+def _check_overlaps(kernel: Kernel, args: dict, shares_memory) -> None:
     allowed = set(kernel.may_alias) | {(b, a) for a, b in kernel.may_alias}
-    outputs = [a for a in kernel.arrays if a.output]
-    for out in outputs:
+    for out in (a for a in kernel.arrays if a.output):
         for other in kernel.arrays:
             if other.name == out.name or (other.output and other.name < out.name):
                 continue  # each output pair is checked once
-            a, b = arrays[out.name], arrays[other.name]
+            a, b = args[out.name], args[other.name]
             if not (a.size and b.size and shares_memory(a, b)):
                 continue
             if (other.name, out.name) in allowed and address(a) == address(b):
                 continue  # exactly in place, which this kernel allows
-            fail(f"output '{out.name}' overlaps argument '{other.name}'; pass separate arrays"
-                 + (" (or the very same array)" if (other.name, out.name) in allowed else ""))
-
-    if precision is None:
-        raise ValueError(f"{kernel_name}: has no real array to take its precision from")
-    ordered = [arrays[a.name] for a in kernel.arrays] + [ints[n] for n in kernel.ints] \
-        + [reals[n] for n in kernel.reals]
-    return kernel, SUFFIX[precision], ordered
+            raise ValueError(f"{kernel.name}: output '{out.name}' overlaps argument '{other.name}'; "
+                             "pass separate arrays"
+                             + (" (or the very same array)" if (other.name, out.name) in allowed else ""))
 
 
 def address(array) -> int:
@@ -134,4 +175,9 @@ def address(array) -> int:
 
 def thread_count(kernel: Kernel, args: dict) -> int:
     """Logical threads of one launch: one per output element."""
-    return int(_evaluate(kernel.threads, {n: int(args[n]) for n in kernel.ints}))
+    return _threads(kernel.threads, tuple((n, int(args[n])) for n in kernel.ints))
+
+
+@lru_cache(maxsize=MAX_SIGNATURES)
+def _threads(expression: str, ints: tuple) -> int:
+    return int(_evaluate(expression, dict(ints)))
