@@ -177,6 +177,15 @@ def test_cli_checks_on_the_given_images(checkpoints, dataset, tmp_path, capsys):
     assert "8 of the given images" in capsys.readouterr().out
 
 
+def test_check_defaults_to_the_runs_own_test_images(dataset, tmp_path, capsys):
+    model = BinaryDetector(image_size=SIZE, seed=4)
+    path = save_checkpoint(tmp_path / "run.npz", model, {
+        "task": "binary", "run": {"task": "binary", "data": str(dataset)}, "threshold": 0.5,
+        "normalization": {"mean": [0.47], "std": [0.11]}, "class_names": ["defect"]})
+    assert export_cli.main(["--checkpoint", str(path), "--onnx", str(tmp_path / "r.onnx"), "--check-count", "5"]) == 0
+    assert f"5 test images of {dataset}" in capsys.readouterr().out
+
+
 def test_a_mismatch_fails_and_writes_nothing(checkpoints, tmp_path, monkeypatch, capsys):
     real = graph.glasscuda_probabilities
     monkeypatch.setattr(graph, "glasscuda_probabilities", lambda *a, **k: real(*a, **k) + 2e-5)

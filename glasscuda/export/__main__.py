@@ -8,7 +8,8 @@ temperature inside. Task, class names, threshold(s), normalisation and the
 decision rule are in the model's metadata_props.
 
 Before writing, ONNX Runtime runs the model on a batch of images (--images,
-else synthetic glass panels, else uniform noise) and its probabilities are
+else the test images of the data set the checkpoint was trained on, else
+synthetic glass panels, else uniform noise) and its probabilities are
 compared with glasscuda's forward; a max abs difference above 1e-5 fails
 with exit code 1 and writes nothing. A checkpoint that cannot be read or
 exported is exit code 2. Needs the "export" extra:
@@ -31,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a best.npz / last.npz written by glasscuda.train")
     parser.add_argument("--onnx", required=True, metavar="FILE", help="where to write the ONNX model")
     parser.add_argument("--images", nargs="+", metavar="DIR|FILE",
-                        help="images to check the export on (default: synthetic glass panels for the glass "
-                             "tasks, uniform noise otherwise)")
+                        help="images to check the export on (default: the training run's test images when "
+                             "its --data is still there, else synthetic glass panels for the glass tasks, "
+                             "uniform noise otherwise)")
     parser.add_argument("--check-count", type=int, default=16, metavar="N",
                         help="how many images to check on (default 16)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,

@@ -195,8 +195,10 @@ def check_images(header: dict, images=None, count: int = 16, seed: int = 0) -> t
     """The batch the export is checked on, and what it is.
 
     ``images`` (paths, or an array [N, C, H, W] in [0, 1]) when given; else
-    glass panels from the synthetic generator for single-channel glass
-    models (clean ones and one of each defect in turn); else uniform noise.
+    the first test images of the data set the checkpoint was trained on,
+    when it names one that is still there; else glass panels from the
+    synthetic generator for single-channel glass models (clean ones and one
+    of each defect in turn); else uniform noise.
     """
     config = header["model"]
     channels, size = config["in_channels"], config["image_size"]
@@ -215,6 +217,9 @@ def check_images(header: dict, images=None, count: int = 16, seed: int = 0) -> t
             raise ExportError(f"the model takes images of {channels}x{size}x{size} (channels x height x width); "
                               f"the images given are {'x'.join(map(str, images.shape[1:]))}")
         return np.asarray(images, np.float32)[:count], f"{min(count, len(images))} given images"
+    trained_on = _training_test_images(header, count)
+    if trained_on is not None:
+        return trained_on
     rng = np.random.default_rng(seed)
     if channels == 1 and task_of(header) in ("binary", "multilabel"):
         from ..data import render_glass
@@ -222,6 +227,29 @@ def check_images(header: dict, images=None, count: int = 16, seed: int = 0) -> t
         return (np.stack(panels)[:, None].astype(np.float32) / np.float32(255.0),
                 f"{count} synthetic glass panels")
     return rng.random((count, channels, size, size), dtype=np.float32), f"{count} images of uniform noise"
+
+
+def _training_test_images(header: dict, count: int):
+    """(images, description) of the first ``count`` test images of the run's ``--data``, or None."""
+    data = (header.get("run") or {}).get("data")
+    if not data or not Path(data).is_dir():
+        return None
+    config = header["model"]
+    try:
+        if task_of(header) == "cifar10":
+            from ..data.cifar10 import TEST_BATCH, find_batches_folder, read_batch
+            pixels = read_batch(find_batches_folder(data) / TEST_BATCH)[0][:count]
+            images = pixels.astype(np.float32) / np.float32(255.0)
+        else:
+            from ..data.dataset import load_images
+            from ..glass import list_images
+            paths = list_images(Path(data) / "test" / "img")[0][:count] if Path(data, "test", "img").is_dir() else []
+            if not paths:
+                return None
+            images = load_images(paths, image_size=config["image_size"], channels=config["in_channels"])[0]
+    except (OSError, ValueError):   # DatasetError is a ValueError: fall back to generated inputs
+        return None
+    return images, f"{len(images)} test images of {data}"
 
 
 def export_onnx(checkpoint, path=None, *, images=None, n_check: int = 16, tta: bool | None = None,
