@@ -226,6 +226,12 @@ def test_damaged_or_unknown_checkpoints_are_one_line_errors(checkpoints, tmp_pat
     assert not out.exists()
 
 
+def test_missing_onnxruntime_says_how_to_install_it(checkpoints, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)   # makes the import fail
+    err = _one_line_error(["--checkpoint", str(checkpoints["binary"]), "--onnx", str(tmp_path / "m.onnx")], capsys)
+    assert "onnxruntime is not installed (pip install 'glasscuda[export]')" in err
+
+
 def test_python_m_glasscuda_export_exit_code(tmp_path):
     bad = tmp_path / "damaged.npz"
     bad.write_bytes(b"PK\x03\x04 damaged")

@@ -18,9 +18,8 @@ def require(module: str, extra: str = "export"):
     try:
         return importlib.import_module(module)
     except ImportError:
-        package = {"onnx": "onnx", "onnxruntime": "onnxruntime", "torch": "torch"}[module]
-        hint = f"pip install 'glasscuda[{extra}]'" if extra else f"pip install {package}"
-        raise ExportError(f"{package} is not installed ({hint})") from None
+        hint = f"pip install 'glasscuda[{extra}]'" if extra else f"pip install {module}"
+        raise ExportError(f"{module} is not installed ({hint})") from None
 
 
 def read_checkpoint(source) -> tuple[Checkpoint, str]:
