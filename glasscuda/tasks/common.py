@@ -1,4 +1,4 @@
-"""What the tasks share: resuming; and the glass tasks' data, splits and recipe."""
+"""What the glass tasks (binary and multi-label) share: data, splits, and their recipe of the loop."""
 from __future__ import annotations
 
 import sys
