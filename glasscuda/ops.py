@@ -132,8 +132,7 @@ def conv2d_backward(be, dy, col, x_shape, weight, stride=1, padding=0, need_dx=T
     O = weight.shape[0]
     dy = swap_outer_axes(be, dy, g.N, O, g.HO * g.WO).reshape(O, -1)   # channel-major, as the forward GEMM
     dweight = be.xp.matmul(dy, col.T).reshape(weight.shape)
-    dbias = be.xp.empty(O, dtype=dy.dtype)
-    be.launch("bias_grad", dy=dy, db=dbias, N=1, C=O, S=g.N * g.HO * g.WO)
+    dbias = bias_grad(be, dy, 1, O, g.N * g.HO * g.WO)
     dx = None
     if need_dx:
         dcol = be.xp.matmul(weight.reshape(O, -1).T, dy)  # [C*KH*KW, N*HO*WO]
@@ -219,12 +218,26 @@ def linear_forward(be, x, weight, bias):
     return y
 
 
+BIAS_GRAD_CHUNK = 4096   # elements of one channel summed by one thread in the first pass
+
+
+def bias_grad(be, dy, N, C, S):
+    """db[c] = sum over n, s of dy viewed as [N, C, S]: partial sums over chunks of s in parallel
+    (every channel on many threads), then one sum per channel, in a fixed order."""
+    chunk = min(S, BIAS_GRAD_CHUNK)
+    J = -(-S // chunk)
+    partial = be.xp.empty(C * N * J, dtype=dy.dtype)
+    be.launch("bias_grad_partial", dy=dy, partial=partial, N=N, C=C, S=S, chunk=chunk, J=J)
+    db = be.xp.empty(C, dtype=dy.dtype)
+    be.launch("bias_grad_reduce", partial=partial, db=db, C=C, K=N * J)
+    return db
+
+
 def linear_backward(be, dy, x, weight, need_dx=True):
     """Gradients of linear_forward: (dx or None, dweight, dbias)."""
     dy = be.xp.ascontiguousarray(dy)
     dweight = be.xp.matmul(dy.T, x)
-    dbias = be.xp.empty(weight.shape[0], dtype=dy.dtype)
-    be.launch("bias_grad", dy=dy, db=dbias, N=dy.shape[0], C=dy.shape[1], S=1)
+    dbias = bias_grad(be, dy, dy.shape[0], dy.shape[1], 1)
     dx = be.xp.matmul(dy, weight) if need_dx else None
     return dx, dweight, dbias
 

@@ -170,6 +170,22 @@ def bias_grad(dy):
     return dy.sum(axis=tuple(i for i in range(dy.ndim) if i != 1))
 
 
+def bias_grad_reduce(partial):
+    """partial [C, K] -> [C]: each channel's partial sums added up."""
+    (partial,) = _f64(partial)
+    return partial.sum(axis=1)
+
+
+def bias_grad_partial(dy, chunk):
+    """dy [N, C, S] -> [C, N * J]: the sum of each chunk of ``chunk`` elements of s (J = ceil(S / chunk))."""
+    (dy,) = _f64(dy)
+    N, C, S = dy.shape
+    J = -(-S // chunk)
+    padded = np.zeros((N, C, J * chunk))
+    padded[:, :, :S] = dy
+    return padded.reshape(N, C, J, chunk).sum(axis=3).transpose(1, 0, 2).reshape(C, N * J)
+
+
 def swap_outer_axes(x):
     """[A, B, ...] -> [B, A, ...]."""
     return np.ascontiguousarray(np.swapaxes(_f64(x)[0], 0, 1))

@@ -211,10 +211,23 @@ def run_bias_add(be, dtype, rng, N, C, S):
     return [Result("y", out["y"], ref.bias_add(x, b))]
 
 
-def run_bias_grad(be, dtype, rng, N, C, S):
+def run_bias_grad_partial(be, dtype, rng, N, C, S, chunk):
     dy = normal(rng, (N, C, S), dtype)
-    out = launch(be, "bias_grad", dtype, {"dy": dy}, {"db": (C,)}, N=N, C=C, S=S)
-    return [Result("db", out["db"], ref.bias_grad(dy))]
+    J = -(-S // chunk)
+    out = launch(be, "bias_grad_partial", dtype, {"dy": dy}, {"partial": (C, N * J)},
+                 N=N, C=C, S=S, chunk=chunk, J=J)
+    return [Result("partial", out["partial"], ref.bias_grad_partial(dy, chunk))]
+
+
+def run_bias_grad_reduce(be, dtype, rng, C, K):
+    partial = normal(rng, (C, K), dtype)
+    out = launch(be, "bias_grad_reduce", dtype, {"partial": partial}, {"db": (C,)}, C=C, K=K)
+    return [Result("db", out["db"], ref.bias_grad_reduce(partial))]
+
+
+def run_op_bias_grad(be, dtype, rng, N, C, S):
+    dy = normal(rng, (N, C, S), dtype)
+    return [Result("db", be.to_numpy(ops.bias_grad(be, be.asarray(dy), N, C, S)), ref.bias_grad(dy))]
 
 
 def run_swap_outer_axes(be, dtype, rng, A, B, L):
@@ -321,7 +334,8 @@ RUNNERS = {
     "global_avgpool_forward": run_global_avgpool_forward,
     "global_avgpool_backward": run_global_avgpool_backward,
     "relu_forward": run_relu_forward, "relu_backward": run_relu_backward,
-    "bias_add": run_bias_add, "bias_grad": run_bias_grad, "swap_outer_axes": run_swap_outer_axes,
+    "bias_add": run_bias_add, "bias_grad_partial": run_bias_grad_partial,
+    "bias_grad_reduce": run_bias_grad_reduce, "swap_outer_axes": run_swap_outer_axes,
     "bce_with_logits": run_bce_with_logits, "focal_with_logits": run_focal_with_logits,
     "softmax_cross_entropy": run_softmax_cross_entropy, "adam_update": run_adam_update,
     "flip_rotate90": run_flip_rotate90, "rotate_bilinear": run_rotate_bilinear,
@@ -642,7 +656,7 @@ def test_bias_add_in_place(cpu, rng, dtype, N, C, S):
 @each_dtype
 @bias_shapes
 def test_bias_grad(cpu, rng, dtype, N, C, S):
-    check(run_bias_grad(cpu, dtype, rng, N=N, C=C, S=S), dtype)
+    check(run_op_bias_grad(cpu, dtype, rng, N=N, C=C, S=S), dtype)
 
 
 # Losses ----------------------------------------------------------------------
@@ -929,6 +943,7 @@ OP_CASES = {
                                dict(N=32, K=4, gamma=2.0), dict(N=7, K=3, gamma=2.5)]),
     "adam": (run_op_adam, [dict(n=33, decoupled=False), dict(n=33, decoupled=True)]),
     "augment": (run_op_augment, [dict(N=5, C=2, S=7), dict(N=3, C=1, S=8)]),
+    "bias_grad": (run_op_bias_grad, [dict(N=1, C=16, S=20000), dict(N=8, C=5, S=1), dict(N=3, C=7, S=5000)]),
     "im2col/col2im": (run_op_im2col_col2im, [dict(N=2, C=3, H=7, W=5, K=3, S=2, P=1),
                                              dict(N=1, C=2, H=6, W=9, K=5, S=1, P=2)]),
 }

@@ -277,7 +277,11 @@ def test_in_place_pair_overlapping_only_partly_is_rejected(cpu):
 
 def test_zero_sized_launch_is_accepted(cpu):
     cpu.launch("relu_forward", x=np.zeros(0), y=np.zeros(0), n=0)
-    cpu.launch("bias_grad", dy=np.zeros(0, np.float32), db=np.zeros(3, np.float32), N=0, C=3, S=4)
+    db = np.full(3, np.nan, np.float32)
+    cpu.launch("bias_grad_partial", dy=np.zeros(0, np.float32), partial=np.zeros(0, np.float32),
+               N=0, C=3, S=4, chunk=4, J=1)
+    cpu.launch("bias_grad_reduce", partial=np.zeros(0, np.float32), db=db, C=3, K=0)
+    assert (db == 0).all()   # a sum over no element
 
 
 # The table against the C sources ---------------------------------------------

@@ -71,11 +71,17 @@ CASES: dict[str, KernelCases] = {
         cases=(dict(N=2, C=3, S=35),
                dict(N=8, C=5, S=1),
                dict(N=2, C=16, S=1024))),
-    "bias_grad": KernelCases(
-        valid=dict(N=2, C=3, S=4),
-        cases=(dict(N=2, C=3, S=35),
-               dict(N=8, C=5, S=1),
-               dict(N=4, C=3, S=5000))),
+    "bias_grad_partial": KernelCases(
+        valid=dict(N=2, C=3, S=4, chunk=3, J=2),
+        cases=(dict(N=2, C=3, S=35, chunk=35),
+               dict(N=2, C=3, S=35, chunk=8),
+               dict(N=8, C=5, S=1, chunk=1),
+               dict(N=1, C=16, S=20000, chunk=4096))),
+    "bias_grad_reduce": KernelCases(
+        valid=dict(C=3, K=4),
+        cases=(dict(C=3, K=1),
+               dict(C=5, K=37),
+               dict(C=64, K=300))),
     "swap_outer_axes": KernelCases(
         valid=dict(A=2, B=3, L=4),
         cases=(dict(A=3, B=5, L=7),
