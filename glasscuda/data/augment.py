@@ -3,8 +3,8 @@
 The multi-label job's recipe: flips, a rotation within ±max_angle (bilinear,
 kernels/augment.cu), brightness/contrast jitter, sharpening, Gaussian noise and
 random erasing, each applied to an image with its own probability. All
-randomness comes from the NumPy generator passed in, so a seeded run is
-reproducible on either device.
+randomness is drawn on the batch's device from the generator passed in, so a
+step never waits on the host, and a seeded run is reproducible on its device.
 """
 from __future__ import annotations
 
@@ -38,46 +38,49 @@ class Augment:
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
 
-    def __call__(self, be, x, rng: np.random.Generator):
+    def __call__(self, be, x, rng):
+        """Augment the batch ``x`` [N, C, H, W] on its device.
+
+        ``rng`` draws on that device (a NumPy Generator on the CPU, a CuPy one
+        on the GPU; see ``Backend.random_generator``). Every step runs on the
+        whole batch, images not chosen for it left as they are, so nothing is
+        read back to the host.
+        """
         xp, N = be.xp, x.shape[0]
+        H, W = x.shape[2:]
 
         def chosen(p):
             return rng.random(N) < p
 
         def per_image(values):
-            return xp.asarray(np.asarray(values, dtype=x.dtype).reshape(N, 1, 1, 1))
+            return values.astype(x.dtype).reshape(N, 1, 1, 1)
 
-        codes = np.where(chosen(self.p_flip), rng.integers(1, 4, size=N), 0)
-        if codes.any():
-            x = ops.flip_rotate90(be, x, codes)
-        angles = np.where(chosen(self.p_rotate), rng.uniform(-1, 1, N) * np.radians(self.max_angle), 0.0)
-        if angles.any():
-            x = ops.rotate_bilinear(be, x, angles)
+        codes = xp.where(chosen(self.p_flip), rng.integers(1, 4, size=N), 0)
+        x = ops.flip_rotate90(be, x, codes)
+        angles = xp.where(chosen(self.p_rotate), rng.uniform(-1, 1, N) * np.radians(self.max_angle), 0.0)
+        x = ops.rotate_bilinear(be, x, angles)
         jitter = chosen(self.p_jitter)
-        if jitter.any():
-            gain = np.where(jitter, 1 + rng.uniform(-self.contrast, self.contrast, N), 1.0)
-            shift = np.where(jitter, rng.uniform(-self.brightness, self.brightness, N), 0.0)
-            mean = x.mean(axis=(1, 2, 3), keepdims=True)
-            x = (x - mean) * per_image(gain) + mean + per_image(shift)
+        gain = xp.where(jitter, 1 + rng.uniform(-self.contrast, self.contrast, N), 1.0)
+        shift = xp.where(jitter, rng.uniform(-self.brightness, self.brightness, N), 0.0)
+        mean = x.mean(axis=(1, 2, 3), keepdims=True)
+        x = xp.where(jitter.reshape(N, 1, 1, 1), (x - mean) * per_image(gain) + mean + per_image(shift), x)
         sharpen = chosen(self.p_sharpness)
-        if sharpen.any():
-            blurred = box_blur3(xp, x)
-            x = x + per_image(sharpen * self.sharpness) * (x - blurred)
+        x = x + per_image(sharpen * self.sharpness) * (x - box_blur3(xp, x))
         noisy = chosen(self.p_noise)
-        if noisy.any():
-            noise = rng.standard_normal(x.shape).astype(x.dtype) * self.noise_std
-            x = x + per_image(noisy) * xp.asarray(noise)
+        x = x + per_image(noisy) * (rng.standard_normal(x.shape, dtype=x.dtype) * x.dtype.type(self.noise_std))
+        # Random erasing: one rectangle of random area and aspect per chosen image.
         erase = chosen(self.p_erase)
-        if erase.any():
-            x = xp.array(x, copy=True)
-            H, W = x.shape[2:]
-            for n in np.flatnonzero(erase):
-                area = rng.uniform(0.02, 1.0) * self.erase_fraction * H * W
-                aspect = np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
-                h = int(min(H, max(1, round(np.sqrt(area * aspect)))))
-                w = int(min(W, max(1, round(np.sqrt(area / aspect)))))
-                top, left = rng.integers(0, H - h + 1), rng.integers(0, W - w + 1)
-                x[n, :, top:top + h, left:left + w] = 0
+        area = rng.uniform(0.02, 1.0, N) * self.erase_fraction * H * W
+        aspect = xp.exp(rng.uniform(np.log(0.5), np.log(2.0), N))
+        h = xp.clip(xp.rint(xp.sqrt(area * aspect)), 1, H).astype(np.int64)
+        w = xp.clip(xp.rint(xp.sqrt(area / aspect)), 1, W).astype(np.int64)
+        top = xp.floor(rng.random(N) * (H - h + 1)).astype(np.int64)
+        left = xp.floor(rng.random(N) * (W - w + 1)).astype(np.int64)
+        rows, cols = xp.arange(H).reshape(1, H, 1), xp.arange(W).reshape(1, 1, W)
+        box = (erase.reshape(N, 1, 1)
+               & (rows >= top.reshape(N, 1, 1)) & (rows < (top + h).reshape(N, 1, 1))
+               & (cols >= left.reshape(N, 1, 1)) & (cols < (left + w).reshape(N, 1, 1)))
+        x = xp.where(box[:, None, :, :], x.dtype.type(0), x)
         return xp.ascontiguousarray(x, dtype=x.dtype)
 
 
