@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..reports import write_bytes_atomic
 from . import launch
 from .sources import kernel_dir
 from .table import Kernel
@@ -174,10 +175,7 @@ class GpuLauncher:
         binary = nvrtc_compile(code, options, f"kernels/{source}")
         if path is not None:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-                partial.write_bytes(binary)
-                os.replace(partial, path)
+                write_bytes_atomic(path, binary)
             except OSError:
                 pass  # an unwritable cache costs a recompile next time, nothing else
         self.cubins[key] = binary
