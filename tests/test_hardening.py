@@ -587,16 +587,26 @@ def test_python_m_glasscuda_lists_the_three_commands():
         assert f"python -m {command}" in result.stdout and purpose in result.stdout
 
 
-def test_predict_shows_progress_over_images_and_heatmaps(tmp_path, multilabel_checkpoint, capsys):
+def test_predict_shows_progress_over_images_and_heatmaps(tmp_path, multilabel_checkpoint, monkeypatch):
+    from tqdm.auto import tqdm
+
+    from glasscuda import heatmaps, training
+    bars = []
+
+    class Recorded(tqdm):
+        def close(self):
+            bars.append((self.desc, self.total, self.unit, self.disable, self.n))
+            super().close()
+
+    monkeypatch.setattr(training, "tqdm", Recorded)
+    monkeypatch.setattr(heatmaps, "tqdm", Recorded)
     images = some_images(tmp_path / "img", n=5)
     code = predict.main(["--checkpoint", str(multilabel_checkpoint), "--input", str(images), "--output",
-                         str(tmp_path / "p.csv"), "--device", "cpu", "--threshold", "0",
+                         str(tmp_path / "p.csv"), "--device", "cpu", "--threshold", "0", "--batch-size", "2",
                          "--heatmaps", str(tmp_path / "maps")])
     assert code == 0
-    err = capsys.readouterr().err
-    # A bar over the 5 images (not over batches), for scoring and for the heatmaps.
-    assert "scoring:   0%|          | 0/5 [" in err and "?image/s]" in err
-    assert "heatmaps: 100%" in err and "| 5/5 [" in err
+    # Bars over the 5 images (not the 3 batches), shown, and run to the end.
+    assert ("scoring", 5, "image", False, 5) in bars and ("heatmaps", 5, "image", False, 5) in bars
 
 
 def test_a_finished_train_prints_the_predict_command_to_run_next(tiny_glass, tmp_path, capsys):
