@@ -676,3 +676,16 @@ def test_the_multilabel_report_gives_no_pooled_f1_for_a_single_class_split():
     both = report(np.array([[1, 0, 0, 0], [0, 1, 0, 0]], float), np.array([[0.9, 0.1, 0.1, 0.1],
                                                                            [0.1, 0.9, 0.1, 0.1]]), [0.5] * 4, names)
     assert both["micro_f1"] == 1.0 and "undefined" not in both
+
+
+def test_a_threshold_for_a_cifar10_checkpoint_is_refused_not_ignored(tmp_path, capsys):
+    from glasscuda.models import CifarNet
+    path = save_checkpoint(tmp_path / "c.npz", CifarNet(image_size=8, seed=0),
+                           {"task": "cifar10", "normalization": Normalizer([0.5] * 3, [0.2] * 3).to_dict(),
+                            "class_names": [f"c{i}" for i in range(10)]})
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    code, out = run_predict(path, image, tmp_path / "p.csv", capsys, "--threshold", "0.3")
+    assert code == 2
+    assert "--threshold: a cifar10 checkpoint predicts the most probable class; there is no threshold to set" in out.err
+    assert not (tmp_path / "p.csv").exists()
