@@ -162,3 +162,22 @@ def test_linear_layer_gradients_accumulate_until_zero_grad(rng):
     np.testing.assert_allclose(layer.weight.grad, 2 * dw, rtol=1e-5)
     layer.zero_grad()
     assert not layer.weight.grad.any()
+
+
+@pytest.mark.parametrize("kernel,stride", [(2, 2), (3, 2)], ids=["disjoint-fused", "overlapping-two-pass"])
+def test_relu_then_maxpool_backward_in_one_pass_equals_the_layers_one_by_one(rng, kernel, stride):
+    """Sequential fuses the gradient of a ReLU feeding a max-pool; the unfused layers are its oracle."""
+    def build():
+        return nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, rng=np.random.default_rng(5)), nn.ReLU(),
+                             nn.MaxPool2d(kernel, stride), nn.Flatten())
+    x = rng.standard_normal((2, 2, 9, 9)).astype(np.float32)
+    fused, separate = build(), build()
+    dy = rng.standard_normal(fused.forward(x).shape).astype(np.float32)
+    separate.forward(x)
+    dx_fused = fused.backward(dy)
+    grad = dy
+    for layer in reversed(separate.layers):
+        grad = layer.backward(grad)
+    np.testing.assert_array_equal(dx_fused, grad)
+    for (name, a), (_, b) in zip(fused.named_parameters(), separate.named_parameters()):
+        np.testing.assert_array_equal(a.grad, b.grad, err_msg=name)
