@@ -111,19 +111,25 @@ def swap_outer_axes(be, x, A, B, L):
     return y
 
 
-def conv2d_forward(be, x, weight, bias, stride=1, padding=0):
-    """y = conv(x, weight) + bias. Returns (y [N, O, HO, WO], col) — col is kept for backward.
+def conv2d_forward(be, x, weight, bias, stride=1, padding=0, relu=False):
+    """y = conv(x, weight) + bias, then ReLU when ``relu``. Returns (y [N, O, HO, WO], col) — col is kept
+    for backward.
 
-    One GEMM for the whole batch gives channel-major [O, N, HO*WO]; the bias
-    is added there (contiguous per channel) and swap_outer_axes restores NCHW.
+    One GEMM for the whole batch gives channel-major [O, N, HO*WO]; one pass
+    (swap_outer_axes_bias) restores NCHW, adding the bias and applying the ReLU
+    on the way.
     """
     g = ConvGeometry.of(x.shape, weight.shape, stride, padding)
     col = im2col(be, x, g)
     O = weight.shape[0]
     y = be.xp.matmul(weight.reshape(O, -1), col)          # [O, N*HO*WO]
-    if bias is not None:
-        be.launch("bias_add", x=y, b=bias, y=y, N=1, C=O, S=g.N * g.HO * g.WO)
-    return swap_outer_axes(be, y, O, g.N, g.HO * g.WO).reshape(g.N, O, g.HO, g.WO), col
+    if bias is None:
+        out = swap_outer_axes(be, y, O, g.N, g.HO * g.WO)
+        out = relu_forward(be, out) if relu else out
+    else:
+        out = be.xp.empty((g.N, O, g.HO * g.WO), dtype=y.dtype)
+        be.launch("swap_outer_axes_bias", x=y, bias=bias, y=out, A=O, B=g.N, L=g.HO * g.WO, relu=int(relu))
+    return out.reshape(g.N, O, g.HO, g.WO), col
 
 
 def conv2d_backward(be, dy, col, x_shape, weight, stride=1, padding=0, need_dx=True):

@@ -164,6 +164,13 @@ def relu_backward(x, dy):
     return np.where(x > 0, dy, 0.0)
 
 
+def swap_outer_axes_bias(x, bias, relu):
+    """x [A, B, L] -> [B, A, L] with bias[a] added and, when ``relu``, ReLU applied."""
+    x, bias = _f64(x, bias)
+    y = np.swapaxes(x + bias.reshape(-1, 1, 1), 0, 1)
+    return np.ascontiguousarray(np.maximum(y, 0.0) if relu else y)
+
+
 def bias_add(x, b):
     """x [N, C, ...] + b[C] along axis 1."""
     x, b = _f64(x, b)

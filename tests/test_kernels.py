@@ -258,6 +258,13 @@ def run_swap_outer_axes(be, dtype, rng, A, B, L):
     return [Result("y", out["y"], ref.swap_outer_axes(x))]
 
 
+def run_swap_outer_axes_bias(be, dtype, rng, A, B, L, relu):
+    x, bias = normal(rng, (A, B, L), dtype), normal(rng, (A,), dtype)
+    out = launch(be, "swap_outer_axes_bias", dtype, {"x": x, "bias": bias}, {"y": (B, A, L)},
+                 A=A, B=B, L=L, relu=relu)
+    return [Result("y", out["y"], ref.swap_outer_axes_bias(x, bias, relu))]
+
+
 def bce_logits(rng, n, dtype, scale=4.0):
     """Logits around 0 plus some far out where the clamp bites, none near the clamp's edge."""
     z = scale * rng.standard_normal(n)
@@ -359,6 +366,7 @@ RUNNERS = {
     "relu_forward": run_relu_forward, "relu_backward": run_relu_backward,
     "bias_add": run_bias_add, "bias_grad_partial": run_bias_grad_partial,
     "bias_grad_reduce": run_bias_grad_reduce, "swap_outer_axes": run_swap_outer_axes,
+    "swap_outer_axes_bias": run_swap_outer_axes_bias,
     "bce_with_logits": run_bce_with_logits, "focal_with_logits": run_focal_with_logits,
     "softmax_cross_entropy": run_softmax_cross_entropy, "adam_update": run_adam_update,
     "flip_rotate90": run_flip_rotate90, "rotate_bilinear": run_rotate_bilinear,

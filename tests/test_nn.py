@@ -165,15 +165,20 @@ def test_linear_layer_gradients_accumulate_until_zero_grad(rng):
 
 
 @pytest.mark.parametrize("kernel,stride", [(2, 2), (3, 2)], ids=["disjoint-fused", "overlapping-two-pass"])
-def test_relu_then_maxpool_backward_in_one_pass_equals_the_layers_one_by_one(rng, kernel, stride):
-    """Sequential fuses the gradient of a ReLU feeding a max-pool; the unfused layers are its oracle."""
+def test_fused_neighbours_equal_the_layers_one_by_one(rng, kernel, stride):
+    """Sequential runs Conv2d+ReLU forward and ReLU+MaxPool2d backward as one pass each; the layers
+    called one by one are the oracle, to the bit."""
     def build():
         return nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, rng=np.random.default_rng(5)), nn.ReLU(),
                              nn.MaxPool2d(kernel, stride), nn.Flatten())
     x = rng.standard_normal((2, 2, 9, 9)).astype(np.float32)
     fused, separate = build(), build()
-    dy = rng.standard_normal(fused.forward(x).shape).astype(np.float32)
-    separate.forward(x)
+    y_fused = fused.forward(x)
+    y = x
+    for layer in separate.layers:
+        y = layer.forward(y)
+    np.testing.assert_array_equal(y_fused, y)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
     dx_fused = fused.backward(dy)
     grad = dy
     for layer in reversed(separate.layers):

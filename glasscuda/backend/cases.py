@@ -87,6 +87,12 @@ CASES: dict[str, KernelCases] = {
         cases=(dict(C=3, K=1),
                dict(C=5, K=37),
                dict(C=64, K=300))),
+    "swap_outer_axes_bias": KernelCases(
+        valid=dict(A=2, B=3, L=4, relu=1),
+        cases=(dict(A=3, B=5, L=7, relu=0),
+               dict(A=3, B=5, L=7, relu=1),
+               dict(A=1, B=4, L=1, relu=1),
+               dict(A=16, B=32, L=1024, relu=1))),
     "swap_outer_axes": KernelCases(
         valid=dict(A=2, B=3, L=4),
         cases=(dict(A=3, B=5, L=7),

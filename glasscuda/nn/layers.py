@@ -61,14 +61,17 @@ class Conv2d(Module):
     weight = property(lambda self: self._params["weight"])
     bias = property(lambda self: self._params["bias"])
 
-    def forward(self, x):
+    def forward(self, x, relu: "ReLU | None" = None):
+        """The convolution; with ``relu`` (the ReLU layer that follows it) also that ReLU, in the same pass."""
         x = self._input(x)
         _check_input("Conv2d", x, 4, "[N, C, H, W]")
         if x.shape[1] != self.in_channels:
             raise ValueError(f"Conv2d: input has {x.shape[1]} channels, in_channels is {self.in_channels}")
         y, col = ops.conv2d_forward(self.backend, x, self.weight.data, self.bias.data,
-                                    self.stride, self.padding)
+                                    self.stride, self.padding, relu=relu is not None)
         self._keep((col, x.shape))
+        if relu is not None:
+            relu._keep(y)   # what ReLU.forward would have kept
         return y
 
     def backward(self, grad_out, need_input_grad=True):
@@ -186,7 +189,13 @@ class Flatten(Module):
 
 
 class Sequential(Module):
-    """Layers applied in order; backward runs them in reverse."""
+    """Layers applied in order; backward runs them in reverse.
+
+    Two pairs of neighbours run as one pass each, with the results of the
+    layers one by one, to the bit: a Conv2d followed by a ReLU (the bias and
+    the ReLU applied as the GEMM's output is laid out), and, backward, a ReLU
+    followed by a MaxPool2d with non-overlapping windows.
+    """
 
     def __init__(self, *layers):
         super().__init__()
@@ -202,8 +211,15 @@ class Sequential(Module):
         return len(self.layers)
 
     def forward(self, x):
-        for layer in self.layers:
-            x = layer.forward(x)
+        i = 0
+        while i < len(self.layers):
+            layer = self.layers[i]
+            if isinstance(layer, Conv2d) and i + 1 < len(self.layers) and isinstance(self.layers[i + 1], ReLU):
+                x = layer.forward(x, relu=self.layers[i + 1])   # one pass for the pair
+                i += 2
+            else:
+                x = layer.forward(x)
+                i += 1
         return x
 
     def backward(self, grad_out, need_input_grad=True):
