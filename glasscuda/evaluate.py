@@ -57,12 +57,17 @@ class, find operating points, and optionally fit temperature scaling.
 Inputs
   --predictions: the CSV written by `python -m glasscuda.predict`
     (binary: id,probability,label; multilabel:
-    id,p_no_defect,p_chipped_edge,p_scratch,p_stain,labels), or any CSV with an
-    id column (--id-column) and probability columns (--score-columns).
+    id,p_no_defect,p_<class>...,labels, one column per defect class), or any
+    CSV with an id column (--id-column) and probability columns
+    (--score-columns).
   --annotations: a dataset root (ROOT/SPLIT/img/*.png, ROOT/SPLIT/txt/<stem>.txt,
-    one defect per txt line, first token the class id: 0 chipped_edge,
-    1 scratch, 2 stain; no txt file means no defect), or a CSV id,labels with
-    labels ';'-joined class names or ids (empty means no defect).
+    one defect per txt line, first token the class id; no txt file means no
+    defect), or a CSV id,labels with labels ';'-joined class names or ids
+    (empty means no defect).
+  Classes: the annotations name them, and the score columns are matched to
+    those names: a dataset root's ROOT/classes.txt (line i names class id i),
+    or --classes; without either, the course's 0 chipped_edge, 1 scratch,
+    2 stain.
   Binary scores are compared with "any defect"; multilabel scores with
   no_defect and each defect class.
 
@@ -98,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     inputs.add_argument("--predictions", required=True, metavar="CSV", help="prediction CSV")
     inputs.add_argument(
         "--annotations", required=True, metavar="ROOT_OR_CSV", help="dataset root folder or annotation CSV (id,labels)"
+    )
+    inputs.add_argument(
+        "--classes",
+        default=None,
+        metavar="A,B,...",
+        help="the defect classes in class-id order, for an annotation CSV or instead of a dataset "
+        "root's classes.txt (default: ROOT/classes.txt, else chipped_edge,scratch,stain)",
     )
     inputs.add_argument("--split", default="test", help="split folder under a dataset root (default: test)")
     inputs.add_argument("--id-column", default=None, metavar="NAME", help="id column of the CSVs (default: id)")
@@ -185,6 +197,7 @@ def run(args: argparse.Namespace) -> EvaluationReport:
         calibrate_on=_parse_calibration_source(args.calibrate_on),
         calibration=CalibrationSettings(ece_bins=args.ece_bins, seed=args.seed, split=args.calibration_split),
         heatmap_peaks=args.heatmap_peaks,
+        classes=args.classes.split(",") if args.classes is not None else None,
     )
 
 

@@ -9,6 +9,10 @@ optional ``ROOT/{train,test}/txt/<stem>.txt``; no label file means no defect.
 Every non-blank line of a label file is one defect: an integer class id,
 optionally followed by its location, either a YOLO box ``cx cy w h`` or a
 polygon ``x1 y1 x2 y2 ...`` (at least 3 points), normalised to [0, 1].
+
+The defect classes are named by ``ROOT/classes.txt`` (the YOLO/labelImg
+convention: line *i* names class id *i*); a dataset without one has the
+course's three, :data:`DEFECT_CLASSES`.
 """
 from __future__ import annotations
 
@@ -28,7 +32,17 @@ NO_DEFECT = "no_defect"
 """The multi-label output that stands for "no defect at all"."""
 
 MULTILABEL_CLASSES = (NO_DEFECT, *DEFECT_CLASSES)
-"""The multi-label outputs in order: no defect, then each defect class."""
+"""The multi-label outputs of the course's classes: no defect, then each defect class."""
+
+ANY_DEFECT = "defective"
+"""What a single score that is not named after a class predicts: any defect at all."""
+
+CLASSES_FILE = "classes.txt"
+"""``ROOT/classes.txt``: line *i* names class id *i* of the dataset's label files."""
+
+# Characters a class name cannot hold: ',' separates --classes, ';' joins a prediction's labels,
+# and a path separator would escape the folder of heatmap files named <id>_<class>.png.
+FORBIDDEN_IN_NAMES = ",;/\\"
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 """Image files a dataset folder or a prediction input may hold (compared lower-cased)."""
@@ -47,6 +61,76 @@ class LabelError(ValueError):
     def __init__(self, line: int, reason: str):
         super().__init__(f"line {line}: {reason}")
         self.line, self.reason = line, reason
+
+
+class ClassNamesError(ValueError):
+    """Class names that cannot be used; the message names where they came from (file and line, or flag)."""
+
+
+def class_name_problem(name: str, seen) -> str | None:
+    """Why ``name`` cannot name a defect class beside the (lower-cased) names ``seen``; None when it can."""
+    if not name:
+        return "empty class name"
+    if any(char in name for char in FORBIDDEN_IN_NAMES):
+        return f"class name {name!r} holds one of {' '.join(FORBIDDEN_IN_NAMES)}, which cannot appear in a name"
+    if name.lower() in (NO_DEFECT, ANY_DEFECT):
+        return f"class name {name!r} is reserved ({NO_DEFECT} is the multi-label output for no defect, " \
+               f"{ANY_DEFECT} the binary one for any defect)"
+    if name.lower() in seen:
+        return f"class name {name!r} is given twice (names are compared ignoring case)"
+    return None
+
+
+def check_class_names(names, where: str) -> tuple[str, ...]:
+    """``names`` (spaces around each trimmed) as a tuple, or a :class:`ClassNamesError` naming ``where``."""
+    names = tuple(str(name).strip() for name in names)
+    if not names:
+        raise ClassNamesError(f"{where}: no class names given; name at least one defect class")
+    seen = set()
+    for name in names:
+        problem = class_name_problem(name, seen)
+        if problem:
+            raise ClassNamesError(f"{where}: {problem}")
+        seen.add(name.lower())
+    return names
+
+
+def parse_class_names(text: str, source) -> tuple[str, ...]:
+    """The class names of a classes.txt's ``text``: line *i* names class id *i*.
+
+    Spaces around a name are trimmed and blank lines at the end ignored; a
+    blank line before the last name would leave its class id unnamed, so it
+    is an error, as are duplicate and reserved names. Errors are
+    :class:`ClassNamesError` naming ``source`` and the line.
+    """
+    lines = [line.strip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
+        raise ClassNamesError(f"{source}: no class names; write one name per line (line 1 names class id 0) "
+                              "or delete the file to use the default classes")
+    seen = set()
+    for line_no, name in enumerate(lines, start=1):
+        problem = class_name_problem(name, seen)
+        if problem == "empty class name":
+            problem = f"blank line, so class id {line_no - 1} has no name"
+        if problem:
+            raise ClassNamesError(f"{source}:{line_no}: {problem} (one name per line: line 1 names class id 0, "
+                                  "line 2 class id 1, ...)")
+        seen.add(name.lower())
+    return tuple(lines)
+
+
+def read_class_names(root) -> tuple[str, ...]:
+    """The defect classes of the dataset at ``root``: its classes.txt, else :data:`DEFECT_CLASSES`."""
+    path = Path(root) / CLASSES_FILE
+    if not path.is_file():
+        return DEFECT_CLASSES
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ClassNamesError(f"{path}: cannot read the class names ({error})") from None
+    return parse_class_names(text, path)
 
 
 def list_images(folder: Path) -> tuple[list[Path], list[str]]:

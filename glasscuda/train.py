@@ -26,7 +26,7 @@ from .cli import (check_writable_folder, non_negative_float, plain_warnings, pos
                   remove_empty_folders)
 from .data.augment import Augment
 from .data.dataset import DatasetError
-from .glass import MULTILABEL_CLASSES
+from .glass import CLASSES_FILE, DEFECT_CLASSES, NO_DEFECT, ClassNamesError, check_class_names
 from .tasks.common import UsageError
 from .training import RunFiles
 
@@ -73,6 +73,11 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
                         help="dataset root laid out as DIR/{train,test}/{img,txt} "
                              "(default: the synthetic glass set); for cifar10 (required): the "
                              "cifar-10-batches-py folder or its parent")
+    parser.add_argument("--classes", metavar="A,B,...",
+                        help=f"glass tasks: the defect classes in class-id order (label id 0 is A) instead of "
+                             f"the dataset's ROOT/{CLASSES_FILE} (line i names class id i) or, without one, "
+                             f"{','.join(DEFECT_CLASSES)}; names are unique, without , ; / or \\, and "
+                             f"'{NO_DEFECT}' is reserved")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/<task>)")
     parser.add_argument("--epochs", type=positive_int, help="maximum epochs (binary 50, multilabel 9, cifar10 10; early stopping "
                              "after 8 epochs without a better validation F1 may end sooner)")
@@ -102,8 +107,8 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
         "(searched on validation); when none does, the image is 'no_defect'; when 'no_defect' "
         "passes together with a defect, the defect is reported."))
     multilabel.add_argument("--gamma", type=non_negative_float, default=2.0, help="focal loss gamma, >= 0 (default 2)")
-    multilabel.add_argument("--class-weights", metavar="W0,W1,W2,W3",
-                            help=f"positive weights for {','.join(MULTILABEL_CLASSES)} "
+    multilabel.add_argument("--class-weights", metavar="W0,W1,...",
+                            help=f"positive weights for {NO_DEFECT}, then each defect class in class-id order "
                                  "(default: inverse class frequency in the training batches)")
     multilabel.add_argument("--weight-decay", type=non_negative_float, default=1e-2, help="AdamW decay (default 0.01)")
     multilabel.add_argument("--warmup-epochs", type=int, default=10, metavar="N",
@@ -144,6 +149,11 @@ def parse_args(argv=None) -> argparse.Namespace:
             setattr(args, key, value)
     if args.data:   # one dataset, one path: a relative and an absolute --data are the same run for --resume
         args.data = str(Path(args.data).expanduser().resolve())
+    if args.classes is not None:
+        try:
+            args.classes = check_class_names(args.classes.split(","), f"--classes {args.classes!r}")
+        except ClassNamesError as error:
+            parser.error(str(error))
     if args.warmup_epochs < 0:
         parser.error(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
     if args.synthetic_train is not None and args.synthetic_train < MIN_SYNTHETIC_TRAIN:

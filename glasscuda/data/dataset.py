@@ -5,6 +5,8 @@ Each image ``ROOT/<split>/img/<stem>.<ext>`` may have a label file
 non-blank line of a label file is one defect: an integer class id, optionally
 followed by its location, either a YOLO box ``cx cy w h`` or a polygon
 ``x1 y1 x2 y2 ...`` (stored as its bounding box), all normalised to [0, 1].
+The class ids are those ``ROOT/classes.txt`` names (the course's three
+without it); an id it does not name is a bad label line.
 
 Problems are never dropped silently. A corrupt image or a bad label line
 either skips that image with a warning naming the file, the line and the
@@ -24,7 +26,8 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..glass import DEFAULT_CLASS_MAP, IMAGE_PATTERNS, IMAGE_SUFFIXES, LabelError, list_images, parse_label_text
+from ..glass import (DEFAULT_CLASS_MAP, IMAGE_PATTERNS, IMAGE_SUFFIXES, ClassNamesError, LabelError, list_images,
+                     parse_label_text, read_class_names)
 
 __all__ = [
     "DEFAULT_CLASS_MAP",
@@ -257,8 +260,9 @@ def load_split(
     channels : int
         1 for grayscale, 3 for RGB.
     class_map : dict, optional
-        ``{class_id: name}``; defaults to ``DEFAULT_CLASS_MAP``. Label columns
-        follow the ids in increasing order.
+        ``{class_id: name}``; defaults to the names of ``ROOT/classes.txt``
+        (line *i* names class id *i*), else ``DEFAULT_CLASS_MAP``. Label
+        columns follow the ids in increasing order.
     strict : bool
         Raise :class:`DatasetError` at the first unusable file instead of
         skipping it with a warning.
@@ -273,9 +277,14 @@ def load_split(
     Raises
     ------
     DatasetError
-        Missing folders, no images, every image unusable, or (strict) any
-        unusable file.
+        Missing folders, no images, every image unusable, (strict) any
+        unusable file, or an unusable classes.txt.
     """
+    if class_map is None:
+        try:
+            class_map = dict(enumerate(read_class_names(Path(root).expanduser())))
+        except ClassNamesError as error:
+            raise DatasetError(str(error)) from None
     image_size, class_map = _check_options(image_size, channels, class_map)
     img_dir, txt_dir = _split_folders(root, split)
     image_paths, others = list_images(img_dir)

@@ -1,4 +1,10 @@
-"""Reading the ground truth: a dataset folder (label files) or an annotation CSV."""
+"""Reading the ground truth: a dataset folder (label files) or an annotation CSV.
+
+The defect classes are the annotations': a dataset folder's classes.txt
+(the course's three without one), or for an annotation CSV the names given
+(``--classes``; the course's three by default). Prediction columns are
+matched to these names.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,7 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..glass import DEFECT_CLASSES, IMAGE_PATTERNS, NO_DEFECT, LabelError, list_images, parse_label_text
+from ..glass import (DEFECT_CLASSES, IMAGE_PATTERNS, NO_DEFECT, ClassNamesError, LabelError, check_class_names,
+                     list_images, parse_label_text, read_class_names)
 from .inputs import BINARY_CLASS, EvaluationError, check_unique, column_index, normalise_id, read_csv, read_ids
 
 
@@ -27,6 +34,8 @@ class Annotations:
         Defect class names present in each image (empty: no defect).
     boxes : list of list of (str, (cx, cy, w, h))
         Located defects of each image (empty for an annotation CSV).
+    classes : tuple of str
+        The defect classes, in class-id order.
     """
 
     path: str
@@ -35,10 +44,23 @@ class Annotations:
     raw_ids: list
     defects: list
     boxes: list = field(default_factory=list)
+    classes: tuple = DEFECT_CLASSES
 
 
-def read_defect_file(path: str | Path) -> tuple[frozenset, list]:
+def annotation_classes(source: str | Path, classes: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The defect classes of ``source``: ``classes`` when given, a dataset folder's classes.txt, else the course's."""
+    try:
+        if classes is not None:
+            return check_class_names(classes, "--classes")
+        return read_class_names(source) if Path(source).is_dir() else DEFECT_CLASSES
+    except ClassNamesError as error:
+        raise EvaluationError(str(error)) from None
+
+
+def read_defect_file(path: str | Path, classes: Sequence[str] = DEFECT_CLASSES) -> tuple[frozenset, list]:
     """Defect classes and located boxes listed in one label file (the format of :mod:`glasscuda.glass`).
+
+    Class id *i* is ``classes[i]``.
 
     Returns
     -------
@@ -51,21 +73,21 @@ def read_defect_file(path: str | Path) -> tuple[frozenset, list]:
     Raises
     ------
     EvaluationError
-        A malformed line, named by file and line.
+        A malformed line or a class id ``classes`` does not name, named by file and line.
     """
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise EvaluationError(f"{path}: not a UTF-8 text file ({error.reason})") from None
     try:
-        class_ids, boxes = parse_label_text(text)
+        class_ids, boxes = parse_label_text(text, dict(enumerate(classes)))
     except LabelError as error:
         raise EvaluationError(f"{path}:{error.line}: {error.reason}") from None
-    located = [(DEFECT_CLASSES[class_id], tuple(box)) for class_id, *box in boxes]
-    return frozenset(DEFECT_CLASSES[class_id] for class_id in class_ids), located
+    located = [(classes[class_id], tuple(box)) for class_id, *box in boxes]
+    return frozenset(classes[class_id] for class_id in class_ids), located
 
 
-def _load_annotation_folder(root: Path, split: str) -> Annotations:
+def _load_annotation_folder(root: Path, split: str, classes: tuple) -> Annotations:
     """Truth from a dataset folder ``ROOT/SPLIT/img`` + ``ROOT/SPLIT/txt``."""
     image_dir = root / split / "img"
     label_dir = root / split / "txt"
@@ -83,25 +105,26 @@ def _load_annotation_folder(root: Path, split: str) -> Annotations:
     defects, boxes = [], []
     for image in images:
         label_file = label_dir / f"{image.stem}.txt"
-        present, located = read_defect_file(label_file) if label_file.is_file() else (frozenset(), [])
+        present, located = read_defect_file(label_file, classes) if label_file.is_file() else (frozenset(), [])
         defects.append(present)
         boxes.append(located)
     description = f"dataset folder {root}, split {split!r} ({len(images)} images)"
-    return Annotations(str(root), description, ids, raw_ids, defects, boxes)
+    return Annotations(str(root), description, ids, raw_ids, defects, boxes, classes)
 
 
-def _parse_label_cell(path: str | Path, line: int, text: str) -> frozenset:
-    """Parse a ``;``-joined list of class names or ids (empty: no defect)."""
+def _parse_label_cell(path: str | Path, line: int, text: str, classes: tuple) -> frozenset:
+    """Parse a ``;``-joined list of class names (compared ignoring case) or ids (empty: no defect)."""
+    by_name = {name.lower(): name for name in classes}
     found = set()
     for token in (t.strip().lower() for t in text.split(";")):
         if not token or token == NO_DEFECT:
             continue
-        if token.isdigit() and int(token) < len(DEFECT_CLASSES):
-            found.add(DEFECT_CLASSES[int(token)])
-        elif token in DEFECT_CLASSES:
-            found.add(token)
+        if token.isdigit() and int(token) < len(classes):
+            found.add(classes[int(token)])
+        elif token in by_name:
+            found.add(by_name[token])
         else:
-            known = ", ".join(f"{i} {name}" for i, name in enumerate(DEFECT_CLASSES))
+            known = ", ".join(f"{i} {name}" for i, name in enumerate(classes))
             raise EvaluationError(
                 f"{path}: line {line}: unknown label {token!r} "
                 f"(known: {known}; {NO_DEFECT} or empty for none)"
@@ -109,7 +132,7 @@ def _parse_label_cell(path: str | Path, line: int, text: str) -> frozenset:
     return frozenset(found)
 
 
-def _load_annotation_csv(path: Path, id_column: str) -> Annotations:
+def _load_annotation_csv(path: Path, id_column: str, classes: tuple) -> Annotations:
     """Truth from a CSV ``id,labels``."""
     header, rows = read_csv(path)
     name = id_column if id_column in header else "id"
@@ -118,11 +141,13 @@ def _load_annotation_csv(path: Path, id_column: str) -> Annotations:
     if not rows:
         raise EvaluationError(f"{path}: no annotation rows after the header")
     ids, raw_ids = read_ids(path, rows, id_index)
-    defects = [_parse_label_cell(path, line, cells[label_index]) for line, cells in rows]
-    return Annotations(str(path), f"annotation CSV {path} ({len(rows)} rows)", ids, raw_ids, defects)
+    defects = [_parse_label_cell(path, line, cells[label_index], classes) for line, cells in rows]
+    return Annotations(str(path), f"annotation CSV {path} ({len(rows)} rows)", ids, raw_ids, defects,
+                       classes=classes)
 
 
-def load_annotations(source: str | Path, split: str = "test", id_column: str = "id") -> Annotations:
+def load_annotations(source: str | Path, split: str = "test", id_column: str = "id",
+                     classes: Sequence[str] | None = None) -> Annotations:
     """Read ground truth from a dataset folder or an annotation CSV.
 
     Parameters
@@ -136,6 +161,9 @@ def load_annotations(source: str | Path, split: str = "test", id_column: str = "
         Split folder to read from a dataset root.
     id_column : str
         Id column of an annotation CSV, when it is not ``id``.
+    classes : sequence of str, optional
+        The defect classes in class-id order; default a dataset root's
+        classes.txt, else the course's three.
 
     Returns
     -------
@@ -144,9 +172,10 @@ def load_annotations(source: str | Path, split: str = "test", id_column: str = "
     path = Path(source)
     if not path.exists():
         raise EvaluationError(f"{path}: not found (expected a dataset folder or an annotation CSV)")
+    names = annotation_classes(path, classes)
     if path.is_dir():
-        return _load_annotation_folder(path, split)
-    return _load_annotation_csv(path, id_column)
+        return _load_annotation_folder(path, split, names)
+    return _load_annotation_csv(path, id_column, names)
 
 
 def truth_matrix(defects: Sequence[frozenset], classes: Sequence[str]) -> np.ndarray:

@@ -77,7 +77,7 @@ def _fit_set(source, settings: CalibrationSettings, predictions, annotations, jo
             info,
         )
 
-    fit_predictions = load_predictions(source, id_column, score_columns)
+    fit_predictions = load_predictions(source, id_column, score_columns, annotations.classes)
     if fit_predictions.classes != predictions.classes:
         raise EvaluationError(
             f"{source}: predicts {', '.join(fit_predictions.classes)} but "
@@ -85,7 +85,7 @@ def _fit_set(source, settings: CalibrationSettings, predictions, annotations, jo
         )
     fit_annotations = annotations
     if Path(annotations.path).is_dir():
-        fit_annotations = load_annotations(annotations.path, settings.split, id_column)
+        fit_annotations = load_annotations(annotations.path, settings.split, id_column, annotations.classes)
     fit_join = join(fit_predictions, fit_annotations)
     overlap = sorted(set(fit_join.ids) & set(joined.ids))
     info = {

@@ -14,11 +14,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ..glass import MULTILABEL_CLASSES
+from ..glass import ANY_DEFECT, DEFECT_CLASSES, NO_DEFECT
 
-BINARY_CLASS = "defective"
+BINARY_CLASS = ANY_DEFECT
 """The truth a lone score column predicts when it is not named after a class: any defect."""
-MULTILABEL_SCORE_COLUMNS = tuple(f"p_{name}" for name in MULTILABEL_CLASSES)
 BINARY_SCORE_COLUMN = "probability"
 SCORE_COLUMN_PREFIXES = ("probability_", "prob_", "score_", "p_")
 SAMPLE_SIZE = 5
@@ -174,44 +173,50 @@ def read_ids(path: str | Path, rows: list[tuple[int, list[str]]], id_index: int)
     return ids, raw_ids
 
 
-def _class_named_by(column: str) -> str | None:
-    """The truth class a score column is named after (``p_scratch`` → ``scratch``)."""
+def _class_named_by(column: str, classes: Sequence[str]) -> str | None:
+    """The truth class a score column is named after (``p_scratch`` → ``scratch``), compared ignoring case."""
+    known = {name.lower(): name for name in (NO_DEFECT, *classes)}
     name = column.strip().lower()
     for prefix in ("",) + SCORE_COLUMN_PREFIXES:
-        if name.startswith(prefix) and name[len(prefix):] in MULTILABEL_CLASSES:
-            return name[len(prefix):]
+        if name.startswith(prefix) and name[len(prefix):] in known:
+            return known[name[len(prefix):]]
     return None
 
 
-def _class_for_score_column(path: str | Path, column: str) -> str:
+def _class_for_score_column(path: str | Path, column: str, classes: Sequence[str]) -> str:
     """Truth class of one of several score columns, or an error."""
-    found = _class_named_by(column)
+    found = _class_named_by(column, classes)
     if found is None:
         raise EvaluationError(
             f"{path}: cannot tell which class score column {column!r} predicts; "
-            f"name the columns after the classes ({', '.join(MULTILABEL_CLASSES)}), "
+            f"name the columns after the classes ({', '.join((NO_DEFECT, *classes))}), "
             "optionally with a 'p_' prefix, or give a single score column for "
-            "'any defect'"
+            "'any defect'; the classes are the annotations' (a dataset's classes.txt, or --classes)"
         )
     return found
 
 
-def _single_score_class(column: str) -> str:
+def _single_score_class(column: str, classes: Sequence[str]) -> str:
     """Truth class of a lone score column: a named class, else "any defect"."""
-    return _class_named_by(column) or BINARY_CLASS
+    return _class_named_by(column, classes) or BINARY_CLASS
 
 
-def _detect_score_columns(path: str | Path, header: list[str]) -> list[str]:
+def _detect_score_columns(path: str | Path, header: list[str], classes: Sequence[str]) -> list[str]:
     """Score columns of the two formats ``predict`` writes."""
     if BINARY_SCORE_COLUMN in header:
         return [BINARY_SCORE_COLUMN]
-    if all(column in header for column in MULTILABEL_SCORE_COLUMNS):
-        return list(MULTILABEL_SCORE_COLUMNS)
+    expected = [f"p_{name}" for name in (NO_DEFECT, *classes)]
+    if all(column in header for column in expected):
+        return expected
+    written = [column for column in header if column.startswith("p_")]
+    hint = (f"it predicts {', '.join(column[2:] for column in written)}, so it was made for other classes "
+            "than the annotations' (a dataset's classes.txt, or --classes); evaluate it against its own "
+            "dataset, or name the score columns with --score-columns"
+            if f"p_{NO_DEFECT}" in written else "name the score columns with --score-columns")
     raise EvaluationError(
         f"{path}: cannot tell the prediction format (columns: {', '.join(header)}); "
         f"expected '{BINARY_SCORE_COLUMN}' (binary) or "
-        f"{', '.join(MULTILABEL_SCORE_COLUMNS)} (multilabel); "
-        "name the score columns with --score-columns"
+        f"{', '.join(expected)} (multilabel); {hint}"
     )
 
 
@@ -242,6 +247,7 @@ def load_predictions(
     path: str | Path,
     id_column: str | None = None,
     score_columns: Sequence[str] | None = None,
+    classes: Sequence[str] = DEFECT_CLASSES,
 ) -> Predictions:
     """Read a prediction CSV.
 
@@ -249,9 +255,9 @@ def load_predictions(
     ----------
     path : str or path-like
         The CSV: ``id,probability,label`` (binary) or
-        ``id,p_no_defect,p_chipped_edge,p_scratch,p_stain,labels``
-        (multilabel) as ``predict`` writes them, or any CSV with an id column
-        and probability columns.
+        ``id,p_no_defect,p_<class>...,labels`` (multilabel, one column per
+        class of ``classes``) as ``predict`` writes them, or any CSV with an
+        id column and probability columns.
     id_column : str, optional
         Name of the id column (default ``id``).
     score_columns : sequence of str, optional
@@ -259,6 +265,9 @@ def load_predictions(
         (``p_scratch`` or ``scratch``); a single one predicts the class it is
         named after, or else "any defect".  By default the two formats above
         are recognised.
+    classes : sequence of str
+        The defect classes the score columns may be named after (the
+        annotations'); default the course's three.
 
     Returns
     -------
@@ -278,13 +287,13 @@ def load_predictions(
         for column in columns:
             column_index(path, header, column, "check --score-columns")
     else:
-        columns = _detect_score_columns(path, header)
+        columns = _detect_score_columns(path, header, classes)
     if len(columns) == 1:
-        task, classes = "binary", [_single_score_class(columns[0])]
+        task, predicted = "binary", [_single_score_class(columns[0], classes)]
     else:
         task = "multilabel"
-        classes = [_class_for_score_column(path, column) for column in columns]
-        if len(set(classes)) != len(classes):
+        predicted = [_class_for_score_column(path, column, classes) for column in columns]
+        if len(set(predicted)) != len(predicted):
             raise EvaluationError(f"{path}: two score columns predict the same class: {columns}")
     if not rows:
         raise EvaluationError(f"{path}: no prediction rows after the header")
@@ -299,7 +308,7 @@ def load_predictions(
     return Predictions(
         path=str(path),
         task=task,
-        classes=classes,
+        classes=predicted,
         score_columns=columns,
         id_column=id_name,
         ids=ids,

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..glass import DEFECT_CLASSES
 from ..heatmaps import inside_box
 from .annotations import Annotations
 from .inputs import EvaluationError, column_index, normalise_id, parse_score, read_csv
@@ -25,13 +24,13 @@ def heatmap_localisation(path: str | Path, annotations: Annotations) -> dict:
     hint = "expected the peaks.csv written by python -m glasscuda.predict --heatmaps"
     index = {name: column_index(path, header, name, hint) for name in ("id", "class", "peak_x", "peak_y")}
     truth = dict(zip(annotations.ids, zip(annotations.defects, annotations.boxes)))
-    per_class = {name: {"scored": 0, "inside": 0} for name in DEFECT_CLASSES}
+    per_class = {name: {"scored": 0, "inside": 0} for name in annotations.classes}
     unmatched = wrong_class = unlocated = 0
     for line, cells in rows:
         name = cells[index["class"]].strip()
         if name not in per_class:
             raise EvaluationError(f"{path}: line {line}: unknown class {name!r} "
-                                  f"(known: {', '.join(DEFECT_CLASSES)})")
+                                  f"(known: {', '.join(annotations.classes)})")
         x, y = (parse_score(path, line, column, cells[index[column]]) for column in ("peak_x", "peak_y"))
         key = normalise_id(cells[index["id"]])
         if key not in truth:

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import metrics
-from .annotations import load_annotations
+from .annotations import annotation_classes, load_annotations
 from .calibrate import CalibratedScores, CalibrationSettings, calibrate
 from .inputs import load_predictions
 from .join import join
@@ -88,6 +88,7 @@ def evaluate_predictions(
     calibrate_on: float | str | Path | None = None,
     calibration: CalibrationSettings | None = None,
     heatmap_peaks: str | Path | None = None,
+    classes: Sequence[str] | None = None,
 ) -> EvaluationReport:
     """Evaluate a prediction CSV against annotations made apart from it.
 
@@ -112,14 +113,19 @@ def evaluate_predictions(
         ECE bins, split seed and how to read a calibration CSV.
     heatmap_peaks : path, optional
         ``peaks.csv`` of ``predict --heatmaps``: score the peaks against the true boxes.
+    classes : sequence of str, optional
+        The defect classes in class-id order (default: a dataset root's
+        classes.txt, else the course's three). The score columns are matched
+        to them by name.
 
     Raises
     ------
     EvaluationError
         An input that cannot be used, with a message naming it.
     """
-    predicted = load_predictions(predictions, id_column, score_columns)
-    truth_source = load_annotations(annotations, split, id_column)
+    names = annotation_classes(annotations, classes)
+    predicted = load_predictions(predictions, id_column, score_columns, names)
+    truth_source = load_annotations(annotations, split, id_column, names)
     joined = join(predicted, truth_source)
     classes = predicted.classes
     cuts = check_thresholds(thresholds, len(classes))

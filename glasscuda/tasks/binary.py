@@ -48,7 +48,7 @@ def score(y_true, probs, threshold=None) -> dict:
 
 def run(options: TaskOptions, be, files) -> dict:
     run_config = {k: getattr(options, k) for k in RUN_KEYS}
-    data = load_glass_splits(options)
+    data = load_glass_splits(options, class_names=options.classes)
     print(f"{describe('train', data.train)}, {describe('validation', data.val)}, "
           f"{describe('test', data.test)} from {data.root}")
     model = BinaryDetector(in_channels=1, image_size=options.img_size, seed=options.seed).to(be)

@@ -36,12 +36,17 @@ def resolve_data_root(options: TaskOptions) -> Path:
     return synthetic_dataset(cache_dir=options.cache_dir, progress=options.progress, n_train=options.synthetic_train)
 
 
-def load_glass_splits(options: TaskOptions, *, channels: int = 1) -> GlassSplits:
-    """Train/validation (stratified 80/20 by ``--seed``) and test splits at ``--img-size``."""
+def load_glass_splits(options: TaskOptions, *, channels: int = 1, class_names=None) -> GlassSplits:
+    """Train/validation (stratified 80/20 by ``--seed``) and test splits at ``--img-size``.
+
+    The label files' class ids are named by ``class_names`` (in id order)
+    when given, else by the dataset's classes.txt (the course's three without one).
+    """
     root = resolve_data_root(options)
     try:
         kwargs = dict(image_size=options.img_size, channels=channels, strict=options.strict,
-                      progress=options.progress)
+                      progress=options.progress,
+                      class_map=dict(enumerate(class_names)) if class_names else None)
         full = load_split(root, "train", **kwargs)
         test = load_split(root, "test", **kwargs)
     except DatasetError as error:

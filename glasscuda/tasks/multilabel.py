@@ -1,7 +1,7 @@
-"""Job 2: multi-label defect typing (which defects: chipped edge, scratch, stain).
+"""Job 2: multi-label defect typing (which defects: the dataset's classes, by default chipped edge, scratch, stain).
 
 MultiLabelNet (the binary network's conv backbone, global average pooling,
-one Linear to 4 logits: no_defect + one per defect class), weighted focal
+one Linear to 1 + K logits: no_defect + one per defect class), weighted focal
 loss, AdamW, cosine annealing with warm restarts stepped per batch, the
 stronger augmentation of :class:`glasscuda.data.augment.Augment`, test-time
 augmentation, and one threshold per class searched on validation.
@@ -125,9 +125,10 @@ def run(options: MultilabelOptions, be, files) -> dict:
     run_config = {k: getattr(options, k) for k in RUN_KEYS}
     augment = augmentation(options)
     run_config["augment"] = {field: getattr(augment, field) for field in AUGMENT_FLAGS.values()}
-    data = load_glass_splits(options, channels=options.channels)
+    data = load_glass_splits(options, channels=options.channels, class_names=options.classes)
     print(f"{describe('train', data.train)}, {describe('validation', data.val)}, "
           f"{describe('test', data.test)} from {data.root}")
+    run_config["classes"] = list(data.train.class_names)   # so that --resume refuses other classes
     names = [NO_DEFECT, *data.train.class_names]
     model = MultiLabelNet(in_channels=options.channels, n_classes=len(names), image_size=options.img_size,
                           seed=options.seed).to(be)

@@ -17,7 +17,9 @@ class TaskOptions:
     """What every task reads; the binary task reads nothing else.
 
     ``data`` is the dataset root (None: the synthetic glass set, of
-    ``synthetic_train`` training images, cached in ``cache_dir``); ``strict``
+    ``synthetic_train`` training images, cached in ``cache_dir``); ``classes``
+    names the defect classes in class-id order instead of the dataset's
+    classes.txt (None: the dataset's); ``strict``
     stops at the first unusable file; ``resume`` continues from ``last.npz``.
     """
 
@@ -28,6 +30,7 @@ class TaskOptions:
     img_size: int
     seed: int
     data: str | None
+    classes: tuple | None
     synthetic_train: int | None
     cache_dir: str | None
     strict: bool
