@@ -8,7 +8,7 @@ Modules
     common            the binary network's shapes, the peers, backends and checks
     reference_model   the binary network written with glasscuda.reference ops
     bench_kernels     each kernel at the network's real shapes
-    bench_memory      a large array copy: the bandwidth the kernels are measured against
+    bench_memory      large array copies: the all-core bandwidth the kernels are measured against
     bench_step        one training step and inference throughput of the whole network
     report            runs the suite peer by peer and writes bench/results/report.md
 """

@@ -18,6 +18,8 @@ reference, so a broken kernel cannot post a fast number.
 from __future__ import annotations
 
 import os
+import re
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -133,6 +135,41 @@ def import_torch(peer: str):
         pytest.skip("PyTorch has no CUDA device here")
     torch.set_num_threads(cpu_threads())
     return torch
+
+
+# BLAS ------------------------------------------------------------------------
+
+BLAS_KEYS = ("user_api", "internal_api", "version", "architecture", "threading_layer", "num_threads")
+
+
+def blas_info() -> list[dict]:
+    """The BLAS and OpenMP libraries loaded in this process and how they run.
+
+    threadpoolctl's ``threadpool_info()`` (for NumPy's OpenBLAS, its
+    ``architecture`` is the kernel family it chose: SkylakeX, Haswell, ...), and
+    PyTorch's own BLAS where torch is imported: its MKL is linked statically,
+    which threadpoolctl cannot see.
+    """
+    from threadpoolctl import threadpool_info
+    pools = [{"library": os.path.basename(pool.get("filepath") or pool.get("prefix") or "?"),
+              **{key: pool.get(key) for key in BLAS_KEYS}} for pool in threadpool_info()]
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        pools.append(torch_blas(torch))
+    return pools
+
+
+def torch_blas(torch) -> dict:
+    """PyTorch's CPU BLAS as its build reports it; architecture is the CPU capability ATen dispatches to."""
+    config = torch.__config__.show()
+    blas = re.search(r"BLAS_INFO=(\w+)", config)
+    mkl = re.search(r"Math Kernel Library Version (\S+)", config)
+    capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+    return {"library": f"torch {torch.__version__}", "user_api": "blas",
+            "internal_api": blas.group(1) if blas else None,
+            "version": mkl.group(1) if mkl and blas and blas.group(1) == "mkl" else None,
+            "architecture": capability() if capability else None, "threading_layer": None,
+            "num_threads": torch.get_num_threads()}
 
 
 # Checks ----------------------------------------------------------------------

@@ -5,6 +5,9 @@
 * ``--peer NAME`` (repeatable, or comma-separated) keeps only that peer's rows:
   cpu, reference, torch, gpu, torch-cuda. ``bench/report.py`` runs one pytest
   process per peer library so that no two thread pools share the cores.
+* Adds ``blas`` to the benchmark JSON's ``machine_info``: the BLAS and OpenMP
+  libraries this process ran, read when the JSON is written (after the
+  benchmarks), for the report's BLAS table.
 
 Fixtures
     batch             a standardised-looking input batch [32, 1, 128, 128] and its targets
@@ -16,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .common import BATCH, IMAGE, IN_CHANNELS, INFERENCE_BATCH, PEERS
+from .common import BATCH, IMAGE, IN_CHANNELS, INFERENCE_BATCH, PEERS, blas_info
 from .reference_model import initial_parameters
 
 
@@ -24,6 +27,11 @@ def pytest_addoption(parser):
     parser.getgroup("glasscuda benchmarks").addoption(
         "--peer", action="append", default=[], metavar="NAME",
         help=f"run only these peers' rows ({', '.join(PEERS)}); repeatable or comma-separated")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_machine_info(config, machine_info):
+    machine_info["blas"] = blas_info()
 
 
 def pytest_collect_file(file_path, parent):

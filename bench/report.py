@@ -4,21 +4,29 @@
     python -m bench.report --quick           fewer rounds
     python -m bench.report --only cpu --only reference
     python -m bench.report --quick -k im2col  (unknown options go to pytest)
+    python -m bench.report --keep-blas-env   keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the peers
 
 Each peer library runs in its own pytest process, one after the other: two
 thread pools busy on the same cores slow each other down by orders of
 magnitude, so competing libraries are never timed side by side. The
 processes are
 
-    cpu        glasscuda CPU rows, and the np.copyto bandwidth of this machine
+    cpu        glasscuda CPU rows, and the copy bandwidth of this machine (all cores, and one thread)
     reference  the NumPy reference rows
     torch      PyTorch CPU rows, and PyTorch CUDA rows where CUDA answers
     gpu        glasscuda GPU rows, and the cupy.copyto bandwidth of the GPU
 
+Each process runs with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed from its
+environment, as on a user's machine: set, they pin NumPy's OpenBLAS to the
+kernels they name instead of those it picks for the CPU (PyTorch's MKL ignores
+them). ``--keep-blas-env`` keeps them, for comparison. Each process records the
+BLAS it ran (threadpoolctl; see ``bench.common.blas_info``).
+
 The report gives each benchmark group's median per peer and the ratios
-measured in this run, and for every memory-bound kernel the fraction of the
-copy bandwidth it reaches: (bytes read + bytes written) / median time, divided
-by 2 × bytes / time of a large copy on the same device.
+measured in this run, the BLAS each peer used, and for every memory-bound
+kernel the fraction of the copy bandwidth it reaches: (bytes read + bytes
+written) / median time, divided by 2 × bytes / time of a large copy on the same
+device, on every core (see ``bench/bench_memory.py``).
 """
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ import datetime as dt
 import importlib.metadata
 import importlib.util
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -57,7 +66,10 @@ RATIOS = (
     ("GPU vs CPU", "cpu", "gpu"),
     ("GPU vs PyTorch CUDA", "torch-cuda", "gpu"),
 )
-KIND_ORDER = ("kernel", "step", "inference", "copy")
+KIND_ORDER = ("kernel", "step", "inference", "copy", "copy-single")
+COPY_KINDS = ("copy", "copy-single")     # the fastest "copy" per device is the denominator
+# They pin NumPy's OpenBLAS to older kernels; a user's machine does not set them.
+BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 ROUNDS = {"full": ["--benchmark-min-rounds=5", "--benchmark-max-time=1.0"],
           "quick": ["--benchmark-min-rounds=3", "--benchmark-max-time=0.1"]}
 
@@ -71,8 +83,23 @@ def pytest_command(process: str, json_path: Path, quick: bool, extra: list[str])
             *extra]
 
 
-def run_process(process: str, quick: bool, extra: list[str]) -> dict:
-    """Run one peer library's benchmarks in a fresh pytest process; returns what happened."""
+def peer_environment(keep_blas_env: bool, environ=None) -> dict[str, str]:
+    """The environment of a peer process: ``environ`` (default os.environ) less BLAS_ENV unless kept."""
+    env = dict(os.environ if environ is None else environ)
+    if not keep_blas_env:
+        for name in BLAS_ENV:
+            env.pop(name, None)
+    return env
+
+
+def blas_environment(keep_blas_env: bool, environ=None) -> dict:
+    """What the report says about BLAS_ENV: whether it was kept, and the values this shell had."""
+    environ = os.environ if environ is None else environ
+    return {"kept": keep_blas_env, "set": {name: environ[name] for name in BLAS_ENV if name in environ}}
+
+
+def run_process(process: str, quick: bool, extra: list[str], env: dict[str, str] | None = None) -> dict:
+    """Run one peer library's benchmarks in a fresh pytest process with ``env``; returns what happened."""
     module = REQUIRES.get(process)
     if module and importlib.util.find_spec(module) is None:
         print(f"[bench.report] {process}: skipped, {module} is not installed", flush=True)
@@ -81,13 +108,14 @@ def run_process(process: str, quick: bool, extra: list[str]) -> dict:
     json_path.unlink(missing_ok=True)
     command = pytest_command(process, json_path, quick, extra)
     print(f"[bench.report] {process}: {' '.join(command[1:])}", flush=True)
-    code = subprocess.call(command, cwd=ROOT)
+    code = subprocess.call(command, cwd=ROOT, env=env)
     status = {0: "passed", 5: "nothing collected"}.get(code, "failed")
     run = {"process": process, "status": status, "returncode": code}
     text = json_path.read_text() if json_path.exists() else ""
     if text.strip():            # pytest-benchmark leaves an empty file when nothing ran
-        run["json"] = str(json_path.relative_to(ROOT))
+        run["json"] = str(json_path.relative_to(ROOT)) if json_path.is_relative_to(ROOT) else str(json_path)
         run["data"] = json.loads(text)
+        run["blas"] = run["data"].get("machine_info", {}).get("blas", [])
     return run
 
 
@@ -106,20 +134,24 @@ def collate(runs: list[dict]) -> list[dict]:
             peer = bench["params"]["peer"]
             group["median_s"][peer] = bench["stats"]["median"]
             group["rounds"][peer] = bench["stats"]["rounds"]
+            if "method" in info:
+                group.setdefault("method", {})[peer] = info["method"]
     return sorted(groups.values(), key=lambda g: KIND_ORDER.index(g["kind"]))
 
 
-def copy_bandwidth(groups: list[dict]) -> dict[str, float]:
-    """Bytes per second of the large copy (read + write), per device."""
-    bandwidth = {}
+def copy_bandwidth(groups: list[dict]) -> dict[str, tuple[float, str]]:
+    """(bytes per second, group) of the fastest all-core copy (read + write), per device: the denominator."""
+    bandwidth: dict[str, tuple[float, str]] = {}
     for g in groups:
         if g["kind"] == "copy":
             for peer, median in g["median_s"].items():
-                bandwidth[peer] = g["bytes"] / median
+                rate = g["bytes"] / median
+                if rate > bandwidth.get(peer, (0.0, ""))[0]:
+                    bandwidth[peer] = (rate, g["group"])
     return bandwidth
 
 
-def annotate(groups: list[dict], bandwidth: dict[str, float]) -> None:
+def annotate(groups: list[dict], bandwidth: dict[str, tuple[float, str]]) -> None:
     """Add ratios, throughputs and fractions of copy bandwidth to each group."""
     for g in groups:
         medians = g["median_s"]
@@ -129,7 +161,7 @@ def annotate(groups: list[dict], bandwidth: dict[str, float]) -> None:
             g["images_per_s"] = {peer: g["images"] / t for peer, t in medians.items()}
         if g["bytes"] and g["kind"] == "kernel":
             g["bytes_per_s"] = {peer: g["bytes"] / t for peer, t in medians.items()}
-            g["fraction_of_copy"] = {peer: rate / bandwidth[copy_device(peer)]
+            g["fraction_of_copy"] = {peer: rate / bandwidth[copy_device(peer)][0]
                                      for peer, rate in g["bytes_per_s"].items()
                                      if copy_device(peer) in bandwidth}
 
@@ -172,7 +204,7 @@ def peers_present(groups: list[dict]) -> list[str]:
 
 
 def medians_table(groups: list[dict]) -> list[str]:
-    timed = [g for g in groups if g["kind"] != "copy"]
+    timed = [g for g in groups if g["kind"] not in COPY_KINDS]
     peers = peers_present(timed)
     ratios = [name for name, num, den in RATIOS if num in peers and den in peers]
     rows = [[g["group"]] + [fmt_time(g["median_s"][p]) if p in g["median_s"] else "" for p in peers]
@@ -205,6 +237,44 @@ def bandwidth_table(groups: list[dict]) -> list[str]:
     return table(header, rows)
 
 
+def copy_table(groups: list[dict], denominators: dict[str, str]) -> list[str]:
+    rows = []
+    for g in (g for g in groups if g["kind"] in COPY_KINDS):
+        for peer, median in g["median_s"].items():
+            role = ("denominator" if denominators.get(peer) == g["group"]
+                    else "all cores, slower" if g["kind"] == "copy" else "context")
+            rows.append([g["group"], LABELS[peer], g.get("method", {}).get(peer, ""),
+                         f"{g['bytes'] / median / 1e9:.2f}", role])
+    return table(["copy", "device", "how", "GB/s", "used as"], rows)
+
+
+def blas_section(report: dict) -> list[str]:
+    env = report["blas_env"]
+    named = ", ".join(f"`{name}={value}`" for name, value in env["set"].items())
+    if env["kept"]:
+        text = (f"Kept (`--keep-blas-env`): {named} stayed set for every peer process, so NumPy's "
+                "OpenBLAS ran the kernels they pin, not those it picks for this CPU."
+                if named else "`--keep-blas-env`: neither " + " nor ".join(BLAS_ENV) + " was set.")
+    elif named:
+        text = (f"{named} {'was' if len(env['set']) == 1 else 'were'} set in the shell that ran "
+                "the report and unset for every peer process, as on a user's machine: NumPy's "
+                "OpenBLAS picks its kernels for this CPU (`--keep-blas-env` keeps them, for "
+                "comparison). PyTorch's CPU build does not read them.")
+    else:
+        text = "Neither " + " nor ".join(f"`{n}`" for n in BLAS_ENV) + " was set; nothing was unset."
+    rows = [[run["process"], pool.get("library") or "", pool.get("internal_api") or "",
+             pool.get("version") or "", pool.get("architecture") or "", str(pool.get("num_threads") or "")]
+            for run in report["runs"] for pool in run.get("blas", [])]
+    lines = ["## BLAS", "", text, ""]
+    if rows:
+        lines += ["What each peer process ran, read by threadpoolctl after its benchmarks (PyTorch's "
+                  "statically linked MKL from its build configuration; its architecture is the CPU "
+                  "capability PyTorch dispatches to):", ""]
+        lines += table(["process", "library", "internal_api", "version", "architecture", "threads"], rows)
+        lines.append("")
+    return lines
+
+
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
     for dist in ("numpy", "torch", "cupy-cuda12x", "cupy-cuda13x", "pytest-benchmark"):
@@ -228,7 +298,8 @@ def markdown(report: dict) -> str:
     groups = report["groups"]
     bandwidth = report["copy_bandwidth_GBps"]
     lines = ["# glasscuda benchmarks", "",
-             f"`python -m bench.report{' --quick' if report['quick'] else ''}` on {report['date']}; "
+             f"`python -m bench.report{' --quick' if report['quick'] else ''}"
+             f"{' --keep-blas-env' if report['blas_env']['kept'] else ''}` on {report['date']}; "
              f"{report['machine']}; " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".",
              "",
              "Each peer library ran in its own pytest process, one after the other. Times are "
@@ -242,28 +313,38 @@ def markdown(report: dict) -> str:
         lines.append(f"- **{run['process']}** ({', '.join(PROCESSES[run['process']])}): "
                      f"{run['status']} ({detail})")
     lines.append("")
+    lines += blas_section(report)
     if not groups:
         lines.append("No benchmark produced a result.")
         return "\n".join(lines) + "\n"
     lines += ["## Medians", ""] + medians_table(groups) + [""]
     if any(g["kind"] == "inference" for g in groups):
         lines += ["## Inference throughput", ""] + throughput_table(groups) + [""]
+    if any(g["kind"] in COPY_KINDS for g in groups):
+        lines += ["## Copy bandwidth", "",
+                  "2 × bytes ÷ median time of one copy between page-aligned buffers (each byte "
+                  "read once and written once). The *denominator* of each device, what "
+                  "memory-bound kernels are judged against, is its fastest copy on every core: on "
+                  "the host the faster of a STREAM-style loop (rows that OpenMP's static schedule "
+                  "hands out as one contiguous block per thread, on the thread team glasscuda's "
+                  "kernels use) and `np.copyto` on one contiguous chunk per core, each on its own "
+                  "thread; on the GPU `cupy.copyto`. The one-thread `np.copyto` is context only.", ""]
+        lines += copy_table(groups, report["copy_denominator"]) + [""]
     if bandwidth:
-        copies = ", ".join(f"{LABELS[d]} {v:.2f} GB/s" for d, v in bandwidth.items())
+        copies = ", ".join(f"{LABELS[d]} {v:.2f} GB/s, *{report['copy_denominator'][d]}*"
+                           for d, v in bandwidth.items())
         lines += ["## Memory-bound kernels against copy bandwidth", "",
-                  f"Copy bandwidth (2 × 256 MiB / median time of one `copyto` between "
-                  f"page-aligned buffers): {copies}. "
-                  "A kernel's rate is (bytes the float32 operation must read + bytes it must "
-                  "write, each array once) ÷ its median time; *of copy* divides that by the copy "
-                  "bandwidth of the same device (the host's for the NumPy reference, which moves "
-                  "more than that: it computes in float64). `np.copyto` runs on one thread: "
-                  "kernels that run on every core, or whose arrays stay in cache, can pass 100%.",
+                  f"Denominator: the fastest all-core copy of the same device ({copies}; see *Copy "
+                  "bandwidth*). A kernel's rate is (bytes the float32 operation must read + bytes "
+                  "it must write, each array once) ÷ its median time; *of copy* divides that by "
+                  "the denominator (the host's for the NumPy reference, which moves more than "
+                  "that: it computes in float64). Kernels whose arrays stay in cache can pass 100%.",
                   ""]
         lines += bandwidth_table(groups) + [""]
     return "\n".join(lines)
 
 
-def build_report(runs: list[dict], quick: bool) -> dict:
+def build_report(runs: list[dict], quick: bool, blas_env: dict) -> dict:
     groups = collate(runs)
     bandwidth = copy_bandwidth(groups)
     annotate(groups, bandwidth)
@@ -272,7 +353,9 @@ def build_report(runs: list[dict], quick: bool) -> dict:
         "quick": quick,
         "machine": machine(runs),
         "versions": versions(),
-        "copy_bandwidth_GBps": {d: v / 1e9 for d, v in bandwidth.items()},
+        "blas_env": blas_env,
+        "copy_bandwidth_GBps": {d: rate / 1e9 for d, (rate, _) in bandwidth.items()},
+        "copy_denominator": {d: group for d, (_, group) in bandwidth.items()},
         "runs": [{k: v for k, v in run.items() if k != "data"} for run in runs],
         "groups": groups,
     }
@@ -286,6 +369,10 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer rounds per benchmark")
     parser.add_argument("--only", action="append", choices=tuple(PROCESSES), metavar="PEER",
                         help=f"run only this peer library ({', '.join(PROCESSES)}); repeatable")
+    parser.add_argument("--keep-blas-env", action="store_true",
+                        help=f"keep {' and '.join(BLAS_ENV)} in the peers' environment (by default "
+                             "they are removed, as on a user's machine: set, they pin NumPy's "
+                             "OpenBLAS to older kernels); for comparison")
     return parser.parse_known_args(argv)
 
 
@@ -293,8 +380,9 @@ def main(argv=None) -> int:
     args, pytest_extra = parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     selected = args.only or list(PROCESSES)
-    runs = [run_process(p, args.quick, pytest_extra) for p in PROCESSES if p in selected]
-    report = build_report(runs, args.quick)
+    env = peer_environment(args.keep_blas_env)
+    runs = [run_process(p, args.quick, pytest_extra, env) for p in PROCESSES if p in selected]
+    report = build_report(runs, args.quick, blas_environment(args.keep_blas_env))
     (RESULTS / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     text = markdown(report)
     (RESULTS / "report.md").write_text(text)
