@@ -367,3 +367,94 @@ def rotate_bilinear(be, x, angles):
     y = be.xp.empty_like(x)
     be.launch("rotate_bilinear", x=x, cos_t=cos_t, sin_t=sin_t, y=y, N=N, C=C, H=H, W=W)
     return y
+
+
+# Batch normalisation (kernels/batchnorm.cu) ---------------------------------
+
+BATCHNORM_CHUNK = 1024   # elements of one (n, c) plane reduced by one thread in a first pass
+
+
+def _batchnorm_chunks(S):
+    chunk = max(1, min(S, BATCHNORM_CHUNK))
+    return chunk, -(-S // chunk)
+
+
+def _planes(x, what):
+    """x [N, C, H, W] as (N, C, S = H*W)."""
+    if x.ndim != 4:
+        raise ValueError(f"{what} expects input [N, C, H, W], got shape {tuple(x.shape)}")
+    N, C, H, W = x.shape
+    return N, C, H * W
+
+
+def batchnorm_stats(be, x):
+    """Per-channel mean and biased variance of x [N, C, H, W] over (N, H, W), two launches in a fixed
+    summation order: the mean and centred sum of squares of each chunk of every plane, then one
+    exact combination per channel."""
+    N, C, S = _planes(x, "batchnorm_stats")
+    if N * S < 1:
+        raise ValueError(f"batchnorm_stats: no values per channel in input shape {tuple(x.shape)}")
+    chunk, J = _batchnorm_chunks(S)
+    pmean = be.xp.empty(C * N * J, dtype=x.dtype)
+    pm2 = be.xp.empty(C * N * J, dtype=x.dtype)
+    be.launch("batchnorm_stats_partial", x=x, pmean=pmean, pm2=pm2, N=N, C=C, S=S, chunk=chunk, J=J)
+    mean, var = be.xp.empty(C, dtype=x.dtype), be.xp.empty(C, dtype=x.dtype)
+    be.launch("batchnorm_stats_reduce", pmean=pmean, pm2=pm2, mean=mean, var=var, N=N, C=C, S=S,
+              chunk=chunk, J=J)
+    return mean, var
+
+
+def batchnorm_running_update(be, mean, var, running_mean, running_var, count, momentum):
+    """In place: running_mean/var <- (1 - momentum) * running + momentum * batch (unbiased variance of
+    ``count`` values per channel, as PyTorch)."""
+    if count < 2:
+        raise ValueError(f"batch norm needs more than one value per channel to update its running "
+                         f"variance, got {count}")
+    be.launch("batchnorm_running_update", mean=mean, var=var, running_mean=running_mean,
+              running_var=running_var, C=mean.size, M=int(count), momentum=float(momentum))
+
+
+def batchnorm_forward(be, x, mean, var, weight, bias, eps=1e-5):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias per channel of x [N, C, H, W]."""
+    N, C, S = _planes(x, "batchnorm_forward")
+    y = be.xp.empty_like(x)
+    be.launch("batchnorm_forward", x=x, mean=mean, var=var, weight=weight, bias=bias, y=y, N=N, C=C, S=S,
+              eps=eps)
+    return y
+
+
+def batchnorm_backward(be, dy, x, mean, var, weight, eps=1e-5, need_dx=True):
+    """Gradients of training-mode batchnorm_forward at x with its batch statistics (mean, var):
+    (dx or None, dweight, dbias)."""
+    N, C, S = _planes(x, "batchnorm_backward")
+    dy = be.xp.ascontiguousarray(dy)
+    chunk, J = _batchnorm_chunks(S)
+    pdy = be.xp.empty(C * N * J, dtype=x.dtype)
+    pdyx = be.xp.empty(C * N * J, dtype=x.dtype)
+    be.launch("batchnorm_backward_partial", dy=dy, x=x, mean=mean, pdy=pdy, pdyx=pdyx, N=N, C=C, S=S,
+              chunk=chunk, J=J)
+    dweight, dbias = be.xp.empty(C, dtype=x.dtype), be.xp.empty(C, dtype=x.dtype)
+    be.launch("batchnorm_backward_reduce", pdy=pdy, pdyx=pdyx, var=var, dweight=dweight, dbias=dbias,
+              C=C, K=N * J, eps=eps)
+    dx = None
+    if need_dx:
+        dx = be.xp.empty_like(x)
+        be.launch("batchnorm_backward_dx", dy=dy, x=x, mean=mean, var=var, weight=weight, dweight=dweight,
+                  dbias=dbias, dx=dx, N=N, C=C, S=S, eps=eps)
+    return dx, dweight, dbias
+
+
+def fold_batchnorm_conv(be, weight, bias, mean, var, gamma, beta, eps=1e-5):
+    """A convolution's (weight [O, C, KH, KW], bias [O]) with eval-mode batch norm of its O output
+    channels folded in: (weight_out, bias_out), one convolution computing both."""
+    O = weight.shape[0]
+    if any(v.shape != (O,) for v in (bias, mean, var, gamma, beta)):
+        raise ValueError(f"fold_batchnorm_conv: the convolution has {O} output channels; bias, mean, var, "
+                         f"gamma and beta must be [{O}], got "
+                         f"{[tuple(v.shape) for v in (bias, mean, var, gamma, beta)]}")
+    weight_out = be.xp.empty_like(weight)
+    bias_out = be.xp.empty_like(bias)
+    be.launch("batchnorm_fold_conv", weight=be.xp.ascontiguousarray(weight), bias=bias, mean=mean, var=var,
+              gamma=gamma, beta=beta, weight_out=weight_out, bias_out=bias_out, O=O, K=weight.size // O,
+              eps=eps)
+    return weight_out, bias_out

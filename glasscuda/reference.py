@@ -297,3 +297,86 @@ def rotate_bilinear(x, angles):
         bottom = img[:, r1, q0] * (1 - fq) + img[:, r1, q1] * fq
         out[n] = top * (1 - fr) + bottom * fr
     return out
+
+
+# Batch normalisation (kernels/batchnorm.cu): statistics per channel, axis 1 of x [N, C, ...].
+
+def _channel_shape(x):
+    return (1, -1) + (1,) * (x.ndim - 2)
+
+
+def batchnorm_stats(x):
+    """Per-channel mean and biased variance of x [N, C, ...] over every axis but 1."""
+    (x,) = _f64(x)
+    axes = tuple(i for i in range(x.ndim) if i != 1)
+    mean = x.mean(axis=axes)
+    return mean, ((x - mean.reshape(_channel_shape(x))) ** 2).mean(axis=axes)
+
+
+def batchnorm_stats_partial(x, chunk):
+    """x [N, C, S] -> (pmean, pm2) [C, N * J]: each chunk's mean and sum of squared deviations from it."""
+    (x,) = _f64(x)
+    N, C, S = x.shape
+    J = -(-S // chunk)
+    pmean, pm2 = np.empty((C, N, J)), np.empty((C, N, J))
+    for j in range(J):
+        part = x[:, :, j * chunk:(j + 1) * chunk]
+        mean = part.mean(axis=2)
+        pmean[:, :, j] = mean.T
+        pm2[:, :, j] = ((part - mean[:, :, None]) ** 2).sum(axis=2).T
+    return pmean.reshape(C, N * J), pm2.reshape(C, N * J)
+
+
+def batchnorm(x, mean, var, weight, bias, eps):
+    """(x - mean) / sqrt(var + eps) * weight + bias, each [C] along axis 1 of x [N, C, ...]."""
+    x, mean, var, weight, bias = _f64(x, mean, var, weight, bias)
+    shape = _channel_shape(x)
+    return ((x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps) * weight.reshape(shape)
+            + bias.reshape(shape))
+
+
+def batchnorm_running_update(running_mean, running_var, mean, var, count, momentum):
+    """PyTorch's running averages of a batch of ``count`` values per channel; the unbiased variance
+    var * count / (count - 1) enters running_var. Returns new (running_mean, running_var)."""
+    running_mean, running_var, mean, var = _f64(running_mean, running_var, mean, var)
+    return ((1 - momentum) * running_mean + momentum * mean,
+            (1 - momentum) * running_var + momentum * var * count / (count - 1))
+
+
+def batchnorm_backward(dy, x, weight, eps):
+    """(dx, dweight, dbias) of training-mode batch norm at x [N, C, ...] (the batch's own statistics)."""
+    dy, x, weight = _f64(dy, x, weight)
+    axes = tuple(i for i in range(x.ndim) if i != 1)
+    shape = _channel_shape(x)
+    mean, var = batchnorm_stats(x)
+    invstd = 1.0 / np.sqrt(var + eps)
+    xhat = (x - mean.reshape(shape)) * invstd.reshape(shape)
+    dbias, dweight = dy.sum(axis=axes), (dy * xhat).sum(axis=axes)
+    count = x.size // x.shape[1]
+    dx = (weight * invstd).reshape(shape) * (dy - dbias.reshape(shape) / count
+                                             - xhat * dweight.reshape(shape) / count)
+    return dx, dweight, dbias
+
+
+def batchnorm_backward_partial(dy, x, mean, chunk):
+    """dy, x [N, C, S] -> (pdy, pdyx) [C, N * J]: each chunk's sum of dy and of dy * (x - mean[c])."""
+    dy, x, mean = _f64(dy, x, mean)
+    centred = dy * (x - mean.reshape(1, -1, 1))
+    return bias_grad_partial(dy, chunk), bias_grad_partial(centred, chunk)
+
+
+def batchnorm_backward_dx(dy, x, mean, var, weight, dweight, dbias, eps):
+    """dx = weight / sqrt(var + eps) * (dy - dbias / M - xhat * dweight / M) from the given per-channel values."""
+    dy, x, mean, var, weight, dweight, dbias = _f64(dy, x, mean, var, weight, dweight, dbias)
+    shape = _channel_shape(x)
+    count = x.size // x.shape[1]
+    invstd = (1.0 / np.sqrt(var + eps)).reshape(shape)
+    xhat = (x - mean.reshape(shape)) * invstd
+    return weight.reshape(shape) * invstd * (dy - dbias.reshape(shape) / count - xhat * dweight.reshape(shape) / count)
+
+
+def fold_batchnorm_conv(weight, bias, mean, var, gamma, beta, eps):
+    """A convolution (weight [O, ...], bias [O]) followed by eval-mode batch norm, as one convolution."""
+    weight, bias, mean, var, gamma, beta = _f64(weight, bias, mean, var, gamma, beta)
+    scale = gamma / np.sqrt(var + eps)
+    return weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1)), (bias - mean) * scale + beta

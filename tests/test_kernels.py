@@ -356,6 +356,116 @@ def run_rotate_bilinear(be, dtype, rng, N, C, H, W, angles=None):
     return [Result("y", out["y"], ref.rotate_bilinear(x, angles))]
 
 
+# Batch normalisation (kernels/batchnorm.cu) -------------------------------------
+
+def bn_input(rng, N, C, S, dtype, offset=3.0):
+    """x [N, C, S]: channel c is offset_c + spread_c * normal(), offset_c in [-offset, offset], spread_c in [0.5, 2]."""
+    offsets, spreads = rng.uniform(-offset, offset, (1, C, 1)), rng.uniform(0.5, 2.0, (1, C, 1))
+    return (offsets + spreads * rng.standard_normal((N, C, S))).astype(dtype)
+
+
+def bn_chunks(S, chunk):
+    return -(-S // chunk)
+
+
+def run_batchnorm_stats_partial(be, dtype, rng, N, C, S, chunk, offset=3.0):
+    x, J = bn_input(rng, N, C, S, dtype, offset), bn_chunks(S, chunk)
+    out = launch(be, "batchnorm_stats_partial", dtype, {"x": x}, {"pmean": (C, N * J), "pm2": (C, N * J)},
+                 N=N, C=C, S=S, chunk=chunk, J=J)
+    pmean, pm2 = ref.batchnorm_stats_partial(x, chunk)
+    return [Result("pmean", out["pmean"], pmean), Result("pm2", out["pm2"], pm2)]
+
+
+def run_batchnorm_stats_reduce(be, dtype, rng, N, C, S, chunk, offset=3.0):
+    """The partials of real data in, its mean and variance (straight from x) out."""
+    x, J = bn_input(rng, N, C, S, dtype, offset), bn_chunks(S, chunk)
+    pmean, pm2 = (p.astype(dtype) for p in ref.batchnorm_stats_partial(x, chunk))
+    out = launch(be, "batchnorm_stats_reduce", dtype, {"pmean": pmean, "pm2": pm2}, {"mean": (C,), "var": (C,)},
+                 N=N, C=C, S=S, chunk=chunk, J=J)
+    mean, var = ref.batchnorm_stats(x)
+    return [Result("mean", out["mean"], mean), Result("var", out["var"], var)]
+
+
+def run_batchnorm_running_update(be, dtype, rng, C, M, momentum, steps=1):
+    """``steps`` updates in a row; the oracle gets momentum rounded to ``dtype``, as the kernel sees it."""
+    momentum = float(dtype(momentum))
+    running_mean, running_var = normal(rng, C, dtype), rng.uniform(0.5, 2.0, C).astype(dtype)
+    want = (running_mean, running_var)
+    results = []
+    for step in range(1, steps + 1):
+        mean, var = normal(rng, C, dtype), rng.uniform(0.0, 3.0, C).astype(dtype)
+        out = launch(be, "batchnorm_running_update", dtype,
+                     {"mean": mean, "var": var, "running_mean": running_mean, "running_var": running_var}, {},
+                     C=C, M=M, momentum=momentum)
+        running_mean, running_var = out["running_mean"], out["running_var"]
+        want = ref.batchnorm_running_update(*want, mean, var, M, momentum)
+        results += [Result(f"running_mean@{step}", running_mean, want[0]),
+                    Result(f"running_var@{step}", running_var, want[1])]
+    return results
+
+
+def bn_running_stats(rng, C, dtype):
+    """Running statistics as eval mode meets them, one variance exactly 0 (only eps keeps it finite)."""
+    mean, var = 2.0 * rng.standard_normal(C), rng.uniform(0.2, 3.0, C)
+    var[0] = 0.0
+    return mean.astype(dtype), var.astype(dtype)
+
+
+def run_batchnorm_forward(be, dtype, rng, N, C, S, eps=1e-5, stats="batch"):
+    x = bn_input(rng, N, C, S, dtype)
+    weight, bias = normal(rng, C, dtype), normal(rng, C, dtype)
+    if stats == "batch":
+        mean, var = (s.astype(dtype) for s in ref.batchnorm_stats(x))
+    else:
+        mean, var = bn_running_stats(rng, C, dtype)
+    out = launch(be, "batchnorm_forward", dtype,
+                 {"x": x, "mean": mean, "var": var, "weight": weight, "bias": bias}, {"y": (N, C, S)},
+                 N=N, C=C, S=S, eps=eps)
+    return [Result("y", out["y"], ref.batchnorm(x, mean, var, weight, bias, float(dtype(eps))))]
+
+
+def run_batchnorm_backward_partial(be, dtype, rng, N, C, S, chunk):
+    x, dy, J = bn_input(rng, N, C, S, dtype), normal(rng, (N, C, S), dtype), bn_chunks(S, chunk)
+    mean = ref.batchnorm_stats(x)[0].astype(dtype)
+    out = launch(be, "batchnorm_backward_partial", dtype, {"dy": dy, "x": x, "mean": mean},
+                 {"pdy": (C, N * J), "pdyx": (C, N * J)}, N=N, C=C, S=S, chunk=chunk, J=J)
+    pdy, pdyx = ref.batchnorm_backward_partial(dy, x, mean, chunk)
+    return [Result("pdy", out["pdy"], pdy), Result("pdyx", out["pdyx"], pdyx)]
+
+
+def run_batchnorm_backward_reduce(be, dtype, rng, N, C, S, chunk, eps=1e-5):
+    """The partials of real data in, dweight and dbias (straight from dy and x) out."""
+    x, dy, J = bn_input(rng, N, C, S, dtype), normal(rng, (N, C, S), dtype), bn_chunks(S, chunk)
+    mean, var = ref.batchnorm_stats(x)
+    pdy, pdyx = (p.astype(dtype) for p in ref.batchnorm_backward_partial(dy, x, mean, chunk))
+    out = launch(be, "batchnorm_backward_reduce", dtype, {"pdy": pdy, "pdyx": pdyx, "var": var.astype(dtype)},
+                 {"dweight": (C,), "dbias": (C,)}, C=C, K=N * J, eps=eps)
+    _, dweight, dbias = ref.batchnorm_backward(dy, x, np.ones(C), float(dtype(eps)))
+    return [Result("dweight", out["dweight"], dweight), Result("dbias", out["dbias"], dbias)]
+
+
+def run_batchnorm_backward_dx(be, dtype, rng, N, C, S, eps=1e-5):
+    x, dy, weight = bn_input(rng, N, C, S, dtype), normal(rng, (N, C, S), dtype), normal(rng, C, dtype)
+    eps64 = float(dtype(eps))
+    mean, var = (s.astype(dtype) for s in ref.batchnorm_stats(x))
+    _, dweight, dbias = (g.astype(dtype) for g in ref.batchnorm_backward(dy, x, weight, eps64))
+    out = launch(be, "batchnorm_backward_dx", dtype,
+                 {"dy": dy, "x": x, "mean": mean, "var": var, "weight": weight, "dweight": dweight,
+                  "dbias": dbias}, {"dx": (N, C, S)}, N=N, C=C, S=S, eps=eps)
+    return [Result("dx", out["dx"], ref.batchnorm_backward_dx(dy, x, mean, var, weight, dweight, dbias, eps64))]
+
+
+def run_batchnorm_fold_conv(be, dtype, rng, O, K, eps=1e-5):
+    weight, bias = normal(rng, (O, K), dtype), normal(rng, O, dtype)
+    mean, var = bn_running_stats(rng, O, dtype)
+    gamma, beta = normal(rng, O, dtype), normal(rng, O, dtype)
+    out = launch(be, "batchnorm_fold_conv", dtype,
+                 {"weight": weight, "bias": bias, "mean": mean, "var": var, "gamma": gamma, "beta": beta},
+                 {"weight_out": (O, K), "bias_out": (O,)}, O=O, K=K, eps=eps)
+    weight_out, bias_out = ref.fold_batchnorm_conv(weight, bias, mean, var, gamma, beta, float(dtype(eps)))
+    return [Result("weight_out", out["weight_out"], weight_out), Result("bias_out", out["bias_out"], bias_out)]
+
+
 RUNNERS = {
     "im2col": run_im2col, "col2im": run_col2im,
     "maxpool_forward": run_maxpool_forward, "maxpool_backward": run_maxpool_backward,
@@ -370,6 +480,11 @@ RUNNERS = {
     "bce_with_logits": run_bce_with_logits, "focal_with_logits": run_focal_with_logits,
     "softmax_cross_entropy": run_softmax_cross_entropy, "adam_update": run_adam_update,
     "flip_rotate90": run_flip_rotate90, "rotate_bilinear": run_rotate_bilinear,
+    "batchnorm_stats_partial": run_batchnorm_stats_partial, "batchnorm_stats_reduce": run_batchnorm_stats_reduce,
+    "batchnorm_running_update": run_batchnorm_running_update, "batchnorm_forward": run_batchnorm_forward,
+    "batchnorm_backward_partial": run_batchnorm_backward_partial,
+    "batchnorm_backward_reduce": run_batchnorm_backward_reduce, "batchnorm_backward_dx": run_batchnorm_backward_dx,
+    "batchnorm_fold_conv": run_batchnorm_fold_conv,
 }
 
 # A fixed set of cases per kernel, from glasscuda/backend/cases.py: the oracle tests
@@ -953,6 +1068,37 @@ def run_op_im2col_col2im(be, dtype, rng, N, C, H, W, K, S, P):
                    ref.col2im(col, x.shape, K, K, S, S, P, P))]
 
 
+
+def run_op_batchnorm(be, dtype, rng, N, C, H, W, momentum=0.1, eps=1e-5, offset=3.0):
+    """A training step of batch norm (statistics, running averages, forward, backward), then eval mode
+    with the updated running statistics, and those folded into a convolution before it."""
+    x = bn_input(rng, N, C, H * W, dtype, offset).reshape(N, C, H, W)
+    weight, bias, dy = normal(rng, C, dtype), normal(rng, C, dtype), normal(rng, (N, C, H, W), dtype)
+    running_mean, running_var = normal(rng, C, dtype), rng.uniform(0.5, 2.0, C).astype(dtype)
+    conv_weight, conv_bias = normal(rng, (C, 2, 3, 3), dtype), normal(rng, C, dtype)
+    X, Wt, B = be.asarray(x), be.asarray(weight), be.asarray(bias)
+    RM, RV = be.asarray(running_mean.copy()), be.asarray(running_var.copy())
+    mean, var = ops.batchnorm_stats(be, X)
+    ops.batchnorm_running_update(be, mean, var, RM, RV, N * H * W, momentum)
+    y = ops.batchnorm_forward(be, X, mean, var, Wt, B, eps)
+    dx, dweight, dbias = ops.batchnorm_backward(be, be.asarray(dy), X, mean, var, Wt, eps)
+    y_eval = ops.batchnorm_forward(be, X, RM, RV, Wt, B, eps)
+    folded_weight, folded_bias = ops.fold_batchnorm_conv(be, be.asarray(conv_weight), be.asarray(conv_bias),
+                                                         RM, RV, Wt, B, eps)
+    want_mean, want_var = ref.batchnorm_stats(x)
+    want_rm, want_rv = ref.batchnorm_running_update(running_mean, running_var, want_mean, want_var, N * H * W,
+                                                    momentum)
+    want_dx, want_dweight, want_dbias = ref.batchnorm_backward(dy, x, weight, eps)
+    want_fw, want_fb = ref.fold_batchnorm_conv(conv_weight, conv_bias, want_rm, want_rv, weight, bias, eps)
+    to = be.to_numpy
+    return [Result("mean", to(mean), want_mean), Result("var", to(var), want_var),
+            Result("running_mean", to(RM), want_rm), Result("running_var", to(RV), want_rv),
+            Result("y", to(y), ref.batchnorm(x, want_mean, want_var, weight, bias, eps)),
+            Result("dx", to(dx), want_dx), Result("dweight", to(dweight), want_dweight),
+            Result("dbias", to(dbias), want_dbias),
+            Result("y (eval)", to(y_eval), ref.batchnorm(x, want_rm, want_rv, weight, bias, eps)),
+            Result("folded weight", to(folded_weight), want_fw), Result("folded bias", to(folded_bias), want_fb)]
+
 OP_CASES = {
     "conv2d": (run_op_conv2d, [
         # N, C, H, W, O, K, S, P
@@ -979,6 +1125,9 @@ OP_CASES = {
     "bias_grad": (run_op_bias_grad, [dict(N=1, C=16, S=20000), dict(N=8, C=5, S=1), dict(N=3, C=7, S=5000)]),
     "im2col/col2im": (run_op_im2col_col2im, [dict(N=2, C=3, H=7, W=5, K=3, S=2, P=1),
                                              dict(N=1, C=2, H=6, W=9, K=5, S=1, P=2)]),
+    "batchnorm": (run_op_batchnorm, [dict(N=1, C=1, H=1, W=3), dict(N=2, C=3, H=5, W=7),
+                                     dict(N=8, C=3, H=1, W=1, momentum=0.5), dict(N=3, C=2, H=40, W=35),
+                                     dict(N=4, C=16, H=16, W=16, offset=50.0)]),
 }
 OP_PARAMS = [pytest.param(name, case, id=f"{name}-" + "-".join(f"{k}{v}" for k, v in case.items()))
              for name, (_, cases) in OP_CASES.items() for case in cases]

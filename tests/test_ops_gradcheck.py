@@ -133,6 +133,26 @@ def test_softmax_cross_entropy_gradient_of_the_mean_loss(cpu, rng, N, K):
     assert_gradient(grad, numerical, "cross-entropy dz")
 
 
+@pytest.mark.parametrize("N,C,H,W", [(2, 3, 4, 5), (6, 2, 1, 1), (1, 2, 3, 1)])
+def test_batchnorm_gradients(cpu, rng, N, C, H, W):
+    """Training mode: the output depends on x through the batch's mean and variance too."""
+    x = rng.standard_normal((N, C, H, W)) + rng.uniform(-2.0, 2.0, (1, C, 1, 1))
+    weight, bias = rng.uniform(0.5, 2.0, C), rng.standard_normal(C)
+    R = rng.standard_normal(x.shape)
+
+    def forward():
+        mean, var = ops.batchnorm_stats(cpu, x)
+        return ops.batchnorm_forward(cpu, x, mean, var, weight, bias), mean, var
+
+    def f():
+        return float(np.sum(forward()[0] * R))
+
+    _, mean, var = forward()
+    dx, dweight, dbias = ops.batchnorm_backward(cpu, R, x, mean, var, weight)
+    assert_gradient(dx, numerical_gradient(f, x), "batchnorm dx")
+    assert_gradient(dweight, numerical_gradient(f, weight), "batchnorm dweight")
+    assert_gradient(dbias, numerical_gradient(f, bias), "batchnorm dbias")
+
 def test_gradient_check_detects_a_wrong_gradient(cpu, rng):
     """The check itself can fail: ReLU's gradient with one element's sign flipped."""
     x = kinkless(rng, (20,))

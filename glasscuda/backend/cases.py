@@ -130,4 +130,56 @@ CASES: dict[str, KernelCases] = {
         valid=dict(N=2, C=1, H=3, W=4),
         cases=(dict(N=3, C=2, H=9, W=7),
                dict(N=4, C=3, H=64, W=48))),
+    # Batch norm: S = H*W; a chunk that divides S, one that does not, S = 1, and large offsets
+    # (|mean| >> std), where uncentred sums would cancel.
+    "batchnorm_stats_partial": KernelCases(
+        valid=dict(N=2, C=3, S=4, chunk=3, J=2),
+        cases=(dict(N=2, C=3, S=35, chunk=35),
+               dict(N=2, C=3, S=35, chunk=8),
+               dict(N=8, C=5, S=1, chunk=1),
+               dict(N=2, C=4, S=20000, chunk=1024, offset=1000.0),
+               dict(N=1, C=16, S=20000, chunk=1024))),
+    "batchnorm_stats_reduce": KernelCases(
+        valid=dict(N=2, C=3, S=4, chunk=3, J=2),
+        cases=(dict(N=1, C=3, S=35, chunk=35),
+               dict(N=3, C=5, S=35, chunk=8),
+               dict(N=9, C=5, S=1, chunk=1),
+               dict(N=4, C=4, S=20000, chunk=1024, offset=1000.0),
+               dict(N=32, C=16, S=4096, chunk=1024))),
+    "batchnorm_running_update": KernelCases(
+        valid=dict(C=3, M=2, momentum=0.1),
+        cases=(dict(C=5, M=2, momentum=0.1, steps=4),
+               dict(C=64, M=35, momentum=0.5),
+               dict(C=7, M=100, momentum=1.0),
+               dict(C=20000, M=4096, momentum=0.1))),
+    "batchnorm_forward": KernelCases(
+        valid=dict(N=2, C=3, S=4, eps=1e-5),
+        cases=(dict(N=2, C=3, S=35),
+               dict(N=8, C=5, S=1),
+               dict(N=3, C=4, S=50, stats="running"),
+               dict(N=2, C=16, S=1024),
+               dict(N=2, C=16, S=1024, eps=0.1, stats="running"))),
+    "batchnorm_backward_partial": KernelCases(
+        valid=dict(N=2, C=3, S=4, chunk=3, J=2),
+        cases=(dict(N=2, C=3, S=35, chunk=35),
+               dict(N=2, C=3, S=35, chunk=8),
+               dict(N=8, C=5, S=1, chunk=1),
+               dict(N=1, C=16, S=20000, chunk=1024))),
+    "batchnorm_backward_reduce": KernelCases(
+        valid=dict(C=3, K=4, eps=1e-5),
+        cases=(dict(N=1, C=3, S=35, chunk=35),
+               dict(N=3, C=5, S=35, chunk=8),
+               dict(N=9, C=5, S=1, chunk=1),
+               dict(N=32, C=16, S=4096, chunk=1024))),
+    "batchnorm_backward_dx": KernelCases(
+        valid=dict(N=2, C=3, S=4, eps=1e-5),
+        cases=(dict(N=2, C=3, S=35),
+               dict(N=8, C=5, S=1),
+               dict(N=2, C=16, S=1024),
+               dict(N=2, C=4, S=300, eps=0.1))),
+    "batchnorm_fold_conv": KernelCases(
+        valid=dict(O=2, K=3, eps=1e-5),
+        cases=(dict(O=1, K=1),
+               dict(O=5, K=27),
+               dict(O=64, K=576, eps=1e-3))),
 }

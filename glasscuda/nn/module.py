@@ -4,6 +4,8 @@ A module owns parameters (``.data`` and ``.grad`` arrays on its backend), has
 an explicit ``forward(x)`` and ``backward(grad_out) -> grad_in``, and moves
 between devices and precisions with ``to``. Gradients accumulate into
 ``.grad`` across backward calls, as in PyTorch; ``zero_grad`` clears them.
+Buffers are state that is saved but not learned (batch norm's running
+statistics), under the same names as PyTorch's, so state dicts load both ways.
 """
 from __future__ import annotations
 
@@ -33,8 +35,11 @@ class Parameter:
 class Module:
     """Base class of layers and models.
 
-    Subclasses set ``self._params`` (name -> Parameter) and/or
-    ``self._children`` (name -> Module), and implement ``forward``/``backward``.
+    Subclasses set ``self._params`` (name -> Parameter), ``self._buffers``
+    (name -> array: real arrays live on the module's backend in its precision
+    and move with it; integer arrays, such as counters, stay NumPy arrays on the
+    host) and/or ``self._children`` (name -> Module), and implement
+    ``forward``/``backward``.
     """
 
     def __init__(self):
@@ -42,6 +47,7 @@ class Module:
         self.dtype = np.dtype(np.float32)
         self.training = True
         self._params: dict[str, Parameter] = {}
+        self._buffers: dict = {}
         self._children: dict[str, Module] = {}
         self._cache = None
 
@@ -74,6 +80,21 @@ class Module:
 
     def parameters(self) -> list[Parameter]:
         return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self, prefix: str = ""):
+        for name, buffer in self._buffers.items():
+            yield prefix + name, buffer
+        for child_name, child in self._children.items():
+            yield from child.named_buffers(f"{prefix}{child_name}.")
+
+    def _named_state(self, prefix: str = ""):
+        """(name, Parameter or buffer) in PyTorch's state-dict order: own parameters, own buffers, children."""
+        for name, param in self._params.items():
+            yield prefix + name, param
+        for name, buffer in self._buffers.items():
+            yield prefix + name, buffer
+        for child_name, child in self._children.items():
+            yield from child._named_state(f"{prefix}{child_name}.")
 
     def modules(self):
         yield self
@@ -115,6 +136,9 @@ class Module:
                 param.backend = backend
                 param.data = backend.asarray(host)
                 param.grad = backend.xp.zeros_like(param.data)
+            for name, buffer in m._buffers.items():
+                if buffer.dtype.kind == "f":
+                    m._buffers[name] = backend.asarray(m._host(buffer).astype(dtype))
             m.backend, m.dtype = backend, dtype
             m._clear_cache()
         return self
@@ -135,14 +159,18 @@ class Module:
         self._cache = None
 
     # State -------------------------------------------------------------------
+    def _host(self, buffer) -> np.ndarray:
+        return buffer if isinstance(buffer, np.ndarray) else self.backend.to_numpy(buffer)
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Parameters as NumPy arrays (copies), keyed by dotted name."""
-        return {name: np.array(p.backend.to_numpy(p.data), copy=True)
-                for name, p in self.named_parameters()}
+        """Parameters and buffers as NumPy arrays (copies), keyed by dotted name."""
+        return {name: np.array(value.backend.to_numpy(value.data) if isinstance(value, Parameter)
+                               else self._host(value), copy=True)
+                for name, value in self._named_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        """Copy arrays into the parameters; names and shapes must match exactly."""
-        own = dict(self.named_parameters())
+        """Copy arrays into the parameters and buffers; names and shapes must match exactly."""
+        own = dict(self._named_state())
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         if missing or unexpected:
@@ -153,8 +181,13 @@ class Module:
             if value.shape != tuple(param.shape):
                 raise ValueError(f"state dict entry {name!r} has shape {value.shape}, "
                                  f"the model expects {tuple(param.shape)}")
-        for name, param in own.items():
-            param.data[...] = param.backend.asarray(np.asarray(state[name], dtype=param.data.dtype))
+        for name, target in own.items():
+            if isinstance(target, Parameter):
+                target.data[...] = target.backend.asarray(np.asarray(state[name], dtype=target.data.dtype))
+            elif isinstance(target, np.ndarray):
+                target[...] = np.asarray(state[name], dtype=target.dtype)
+            else:
+                target[...] = self.backend.asarray(np.asarray(state[name], dtype=target.dtype))
 
     def extra_repr(self) -> str:
         return ""
