@@ -131,6 +131,40 @@ def test_maxpool_backward(benchmark, peer, layer):
                 check=check_array("maxpool backward"), bytes_moved=moved)
 
 
+# The fused passes the network runs: each conv's epilogue, each block's ReLU + max-pool backward ----
+
+@peers
+def test_conv_epilogue(benchmark, peer, layer):
+    """The GEMM's [O, N, HO*WO] output laid out as NCHW with the bias added and ReLU applied, in one pass."""
+    N, O, H, W = layer.output_shape
+    y, bias = random((O, N, H * W), seed=layer.index), random((O,), seed=50 + layer.index)
+    time_kernel(benchmark, peer, group=f"conv epilogue (bias, ReLU, NCHW) {shape_text(layer.output_shape)}",
+                inputs=(y, bias),
+                reference_fn=lambda y, b: R.swap_outer_axes_bias(y, b, relu=True),
+                glasscuda_fn=lambda be, y, b: _conv_epilogue(be, y, b, N, O, H * W),
+                check=check_array("conv epilogue"), bytes_moved=2 * y.nbytes + bias.nbytes)
+
+
+def _conv_epilogue(be, y, bias, N, O, S):
+    out = be.xp.empty((N, O, S), dtype=y.dtype)
+    be.launch("swap_outer_axes_bias", x=y, bias=bias, y=out, A=O, B=N, L=S, relu=1)
+    return out
+
+
+@peers
+def test_maxpool_relu_backward(benchmark, peer, layer):
+    """The gradient through each block's ReLU and max-pool, in one pass (dx zeroed, then routed)."""
+    r = np.maximum(random(layer.output_shape, seed=layer.index), 0)
+    _, argmax = R.maxpool2d(r, POOL)
+    dy = random(layer.pooled_shape, seed=100 + layer.index)
+    moved = dy.nbytes + argmax.nbytes + dy.size * r.itemsize + r.nbytes   # r read at the argmaxes; dx written
+    time_kernel(benchmark, peer, group=f"maxpool + ReLU backward {shape_text(r.shape)}",
+                inputs=(dy, argmax, r),
+                reference_fn=lambda dy, argmax, r: R.maxpool2d_relu_backward(dy, argmax, r, r.shape),
+                glasscuda_fn=lambda be, dy, argmax, r: ops.maxpool2d_relu_backward(be, dy, argmax, r, POOL),
+                check=check_array("maxpool + ReLU backward"), bytes_moved=moved)
+
+
 # ReLU after each conv and after the hidden Linear ----------------------------
 
 RELU_SHAPES = [c.output_shape for c in CONV_LAYERS] + [(BATCH, HIDDEN)]

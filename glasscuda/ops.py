@@ -240,13 +240,14 @@ def linear_forward(be, x, weight, bias):
     return y
 
 
-BIAS_GRAD_CHUNK = 4096   # elements of one channel summed by one thread in the first pass
+BIAS_GRAD_CHUNK = 4096   # elements of one channel summed by one device thread in the first pass
 
 
 def bias_grad(be, dy, N, C, S):
-    """db[c] = sum over n, s of dy viewed as [N, C, S]: partial sums over chunks of s in parallel
-    (every channel on many threads), then one sum per channel, in a fixed order."""
-    chunk = min(S, BIAS_GRAD_CHUNK)
+    """db[c] = sum over n, s of dy viewed as [N, C, S]: partial sums, then one sum per channel, in a
+    fixed order. On a device that needs many threads (``Backend.split_reductions``) the partial sums
+    are over chunks of s; on the host each is a whole row, summed in one vectorised loop."""
+    chunk = min(S, BIAS_GRAD_CHUNK) if be.split_reductions else S
     J = -(-S // chunk)
     partial = be.xp.empty(C * N * J, dtype=dy.dtype)
     be.launch("bias_grad_partial", dy=dy, partial=partial, N=N, C=C, S=S, chunk=chunk, J=J)

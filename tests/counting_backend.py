@@ -142,6 +142,7 @@ class CountingLauncher:
     def __init__(self, inner):
         self.inner, self.name = inner, f"counting-{inner.name}"
         self.threads_per_block = getattr(inner, "threads_per_block", None)
+        self.split_reductions = getattr(inner, "split_reductions", False)
         self.max_blocks = getattr(inner, "max_blocks", None)
 
     def __call__(self, kernel_name, **args):

@@ -32,6 +32,12 @@ class Backend:
         self.xp = xp
         self.name = launcher.name
 
+    @property
+    def split_reductions(self) -> bool:
+        """Whether long sums should be split into chunks summed in parallel: a GPU needs the threads;
+        a CPU's few cores each take whole rows."""
+        return bool(getattr(self.launcher, "split_reductions", False))
+
     def launch(self, kernel: str, **args) -> None:
         """Run ``kernel`` after checking every argument (see :mod:`glasscuda.backend.table`)."""
         self.launcher(kernel, **args)

@@ -144,6 +144,7 @@ class GpuLauncher:
     """
 
     name = "gpu"
+    split_reductions = True
     threads_per_block = THREADS_PER_BLOCK
     max_blocks = MAX_BLOCKS
 
