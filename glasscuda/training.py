@@ -56,7 +56,7 @@ def train_epoch(model, loss_fn, optimizer, images, targets, batches, normalizer,
     first_bad_loss = first_bad_grad = xp.full((), -1, dtype=np.int64)
     scores, all_targets = [], []
 
-    def read(step):
+    def read():
         """The running loss; raises at the first step whose loss or gradient was not finite."""
         values = be.to_numpy(xp.stack([xp.asarray(total, dtype=np.float64),
                                        first_bad_loss.astype(np.float64), first_bad_grad.astype(np.float64)]))
@@ -89,9 +89,9 @@ def train_epoch(model, loss_fn, optimizer, images, targets, batches, normalizer,
         scores.append(sigmoid(logits, xp))
         all_targets.append(targets[index])
         if (b + 1) % read_every == 0:
-            bar.set_postfix(loss=f"{read(b):.4f}")
+            bar.set_postfix(loss=f"{read():.4f}")
     bar.close()
-    mean_loss = read(len(batches) - 1)
+    mean_loss = read()
     return EpochResult(mean_loss, be.to_numpy(xp.concatenate(scores)) if scores else np.empty((0, 0)),
                        np.concatenate(all_targets) if all_targets else np.empty((0, 0)),
                        time.perf_counter() - start)
