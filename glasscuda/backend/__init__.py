@@ -4,8 +4,11 @@
 device     array module  launcher
 =========  ===========  ===========================================
 ``cpu``    NumPy         host library (kernels/*.cu, C++ + OpenMP)
-``gpu``    CuPy          RawModules compiled by NVRTC
+``gpu``    CuPy          cubins compiled by NVRTC (through CuPy)
 =========  ===========  ===========================================
+
+:mod:`glasscuda.backend.emulated` gives a third, for tests: NumPy arrays and
+the GPU launcher running the kernels' device code on the host.
 
 Everything above this package is written once against :class:`Backend`:
 ``backend.xp`` for array creation and GEMM, ``backend.launch(kernel, **args)``
