@@ -181,3 +181,18 @@ def test_a_changed_header_gives_a_different_cache_key(tmp_path):
     assert before != after
     assert cache_key(kernel_code("pool.cu", copy), compile_options("f64", ARCH), version) != after
     assert cache_key(kernel_code("pool.cu", copy), options, (12, 8)) != after
+
+
+def test_an_architecture_nvrtc_does_not_know_gets_ptx_the_driver_compiles(cupy, tmp_path, monkeypatch):
+    from glasscuda.backend import gpu
+    newest = max(gpu.nvrtc_module().getSupportedArchs())
+
+    class Device:
+        compute_capability = "80"
+    monkeypatch.setattr(cupy.cuda, "Device", lambda: Device())
+    assert gpu.device_arch(cupy) == "sm_80"
+    Device.compute_capability = str(newest + 10)
+    assert gpu.device_arch(cupy) == f"compute_{newest}"
+    launcher = GpuLauncher(cupy, arch=f"compute_{newest}", cache_dir=tmp_path)
+    ptx = launcher.cubin("activation.cu", "f32")
+    assert b".entry relu_forward_f32" in ptx and f".target sm_{newest}".encode() in ptx

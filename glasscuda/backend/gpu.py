@@ -86,7 +86,8 @@ def cache_key(code: str, options: tuple[str, ...], nvrtc_version: tuple[int, int
 
 
 def nvrtc_compile(code: str, options: tuple[str, ...], name: str) -> bytes:
-    """Compile ``code`` with NVRTC; the cubin. RuntimeError with the compiler log on failure."""
+    """Compile ``code`` with NVRTC; the cubin (``-arch=sm_XY``) or PTX (``-arch=compute_XY``).
+    RuntimeError with the compiler log on failure."""
     nvrtc = nvrtc_module()
     program = nvrtc.createProgram(code, name, [], [])
     try:
@@ -95,16 +96,19 @@ def nvrtc_compile(code: str, options: tuple[str, ...], name: str) -> bytes:
         except nvrtc.NVRTCError as error:
             raise RuntimeError(f"NVRTC could not compile {name} ({' '.join(options)}): {error}\n"
                                f"{nvrtc.getProgramLog(program)}") from None
-        return nvrtc.getCUBIN(program)
+        return nvrtc.getPTX(program) if "-arch=compute_" in " ".join(options) else nvrtc.getCUBIN(program)
     finally:
         nvrtc.destroyProgram(program)
 
 
 def device_arch(cupy) -> str:
-    """``sm_XY`` of the current device, capped at the newest architecture NVRTC knows."""
+    """``sm_XY`` of the current device when NVRTC knows it; else ``compute_XY`` of the newest
+    architecture it knows below it, as PTX that the driver compiles for the device."""
     capability = int(cupy.cuda.Device().compute_capability)
     supported = [a for a in nvrtc_module().getSupportedArchs() if a <= capability]
-    return f"sm_{max(supported) if supported else capability}"
+    if capability in supported or not supported:
+        return f"sm_{capability}"
+    return f"compute_{max(supported)}"
 
 
 def blocks_for(threads: int, threads_per_block: int, max_blocks: int) -> int:
