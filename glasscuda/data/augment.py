@@ -42,46 +42,82 @@ class Augment:
         """Augment the batch ``x`` [N, C, H, W] on its device.
 
         ``rng`` draws on that device (a NumPy Generator on the CPU, a CuPy one
-        on the GPU; see ``Backend.random_generator``). Every step runs on the
-        whole batch, images not chosen for it left as they are, so nothing is
-        read back to the host.
+        on the GPU; see ``Backend.random_generator``). On a GPU every step runs
+        on the whole batch, images not chosen for it left as they are, so
+        nothing is read back to the host. On the host, where reading the draws
+        costs nothing, a step no image was chosen for is skipped (with its
+        draws), and random erasing draws for the erased images only: the same
+        random stream as ever, so seeded CPU runs keep their results.
         """
         xp, N = be.xp, x.shape[0]
         H, W = x.shape[2:]
+        on_host = xp is np
 
         def chosen(p):
             return rng.random(N) < p
+
+        def any_of(mask):
+            return bool(mask.any()) if on_host else True
 
         def per_image(values):
             return values.astype(x.dtype).reshape(N, 1, 1, 1)
 
         codes = xp.where(chosen(self.p_flip), rng.integers(1, 4, size=N), 0)
-        x = ops.flip_rotate90(be, x, codes)
+        if any_of(codes):
+            x = ops.flip_rotate90(be, x, codes)
         angles = xp.where(chosen(self.p_rotate), rng.uniform(-1, 1, N) * np.radians(self.max_angle), 0.0)
-        x = ops.rotate_bilinear(be, x, angles)
+        if any_of(angles):
+            x = ops.rotate_bilinear(be, x, angles)
         jitter = chosen(self.p_jitter)
-        gain = xp.where(jitter, 1 + rng.uniform(-self.contrast, self.contrast, N), 1.0)
-        shift = xp.where(jitter, rng.uniform(-self.brightness, self.brightness, N), 0.0)
-        mean = x.mean(axis=(1, 2, 3), keepdims=True)
-        x = xp.where(jitter.reshape(N, 1, 1, 1), (x - mean) * per_image(gain) + mean + per_image(shift), x)
+        if any_of(jitter):
+            gain = xp.where(jitter, 1 + rng.uniform(-self.contrast, self.contrast, N), 1.0)
+            shift = xp.where(jitter, rng.uniform(-self.brightness, self.brightness, N), 0.0)
+            mean = x.mean(axis=(1, 2, 3), keepdims=True)
+            x = (x - mean) * per_image(gain) + mean + per_image(shift)
         sharpen = chosen(self.p_sharpness)
-        x = x + per_image(sharpen * self.sharpness) * (x - box_blur3(xp, x))
+        if any_of(sharpen):
+            x = x + per_image(sharpen * self.sharpness) * (x - box_blur3(xp, x))
         noisy = chosen(self.p_noise)
-        x = x + per_image(noisy) * (rng.standard_normal(x.shape, dtype=x.dtype) * x.dtype.type(self.noise_std))
-        # Random erasing: one rectangle of random area and aspect per chosen image.
+        if any_of(noisy):
+            noise = rng.standard_normal(x.shape).astype(x.dtype) * self.noise_std
+            x = x + per_image(noisy) * noise
         erase = chosen(self.p_erase)
+        if on_host:
+            x = self._erase_each(x, erase, rng) if erase.any() else x
+        else:
+            x = self._erase_all(xp, x, erase, rng)
+        return xp.ascontiguousarray(x, dtype=x.dtype)
+
+    def _rectangle_side(self, area, aspect, H, W, xp=np):
+        h = xp.clip(xp.rint(xp.sqrt(area * aspect)), 1, H)
+        w = xp.clip(xp.rint(xp.sqrt(area / aspect)), 1, W)
+        return h, w
+
+    def _erase_each(self, x, erase, rng):
+        """Random erasing on the host: for each chosen image, its rectangle's draws one after another."""
+        x = np.array(x, copy=True)
+        H, W = x.shape[2:]
+        for n in np.flatnonzero(erase):
+            area = rng.uniform(0.02, 1.0) * self.erase_fraction * H * W
+            aspect = np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
+            h, w = (int(v) for v in self._rectangle_side(area, aspect, H, W))
+            top, left = rng.integers(0, H - h + 1), rng.integers(0, W - w + 1)
+            x[n, :, top:top + h, left:left + w] = 0
+        return x
+
+    def _erase_all(self, xp, x, erase, rng):
+        """Random erasing on a device: every image's rectangle drawn at once, applied as one mask."""
+        N, _, H, W = x.shape
         area = rng.uniform(0.02, 1.0, N) * self.erase_fraction * H * W
         aspect = xp.exp(rng.uniform(np.log(0.5), np.log(2.0), N))
-        h = xp.clip(xp.rint(xp.sqrt(area * aspect)), 1, H).astype(np.int64)
-        w = xp.clip(xp.rint(xp.sqrt(area / aspect)), 1, W).astype(np.int64)
+        h, w = (v.astype(np.int64) for v in self._rectangle_side(area, aspect, H, W, xp))
         top = xp.floor(rng.random(N) * (H - h + 1)).astype(np.int64)
         left = xp.floor(rng.random(N) * (W - w + 1)).astype(np.int64)
         rows, cols = xp.arange(H).reshape(1, H, 1), xp.arange(W).reshape(1, 1, W)
         box = (erase.reshape(N, 1, 1)
                & (rows >= top.reshape(N, 1, 1)) & (rows < (top + h).reshape(N, 1, 1))
                & (cols >= left.reshape(N, 1, 1)) & (cols < (left + w).reshape(N, 1, 1)))
-        x = xp.where(box[:, None, :, :], x.dtype.type(0), x)
-        return xp.ascontiguousarray(x, dtype=x.dtype)
+        return xp.where(box[:, None, :, :], x.dtype.type(0), x)
 
 
 def box_blur3(xp, x):
