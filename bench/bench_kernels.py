@@ -131,7 +131,7 @@ def test_maxpool_backward(benchmark, peer, layer):
                 check=check_array("maxpool backward"), bytes_moved=moved)
 
 
-# The fused passes the network runs: each conv's epilogue, each block's ReLU + max-pool backward ----
+# The fused pass the network runs after each conv's GEMM --------------------------------------------
 
 @peers
 def test_conv_epilogue(benchmark, peer, layer):
@@ -149,20 +149,6 @@ def _conv_epilogue(be, y, bias, N, O, S):
     out = be.xp.empty((N, O, S), dtype=y.dtype)
     be.launch("swap_outer_axes_bias", x=y, bias=bias, y=out, A=O, B=N, L=S, relu=1)
     return out
-
-
-@peers
-def test_maxpool_relu_backward(benchmark, peer, layer):
-    """The gradient through each block's ReLU and max-pool, in one pass (dx zeroed, then routed)."""
-    r = np.maximum(random(layer.output_shape, seed=layer.index), 0)
-    _, argmax = R.maxpool2d(r, POOL)
-    dy = random(layer.pooled_shape, seed=100 + layer.index)
-    moved = dy.nbytes + argmax.nbytes + dy.size * r.itemsize + r.nbytes   # r read at the argmaxes; dx written
-    time_kernel(benchmark, peer, group=f"maxpool + ReLU backward {shape_text(r.shape)}",
-                inputs=(dy, argmax, r),
-                reference_fn=lambda dy, argmax, r: R.maxpool2d_relu_backward(dy, argmax, r, r.shape),
-                glasscuda_fn=lambda be, dy, argmax, r: ops.maxpool2d_relu_backward(be, dy, argmax, r, POOL),
-                check=check_array("maxpool + ReLU backward"), bytes_moved=moved)
 
 
 # ReLU after each conv and after the hidden Linear ----------------------------

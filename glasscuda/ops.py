@@ -184,22 +184,6 @@ def maxpool2d_backward(be, dy, argmax, x_shape, kernel_size, stride=None):
     return dx
 
 
-def maxpool2d_relu_backward(be, dy, argmax, r, kernel_size, stride=None):
-    """The gradient through ReLU (output ``r``, the pool's input) and then max-pool.
-
-    Windows that do not overlap take one fused pass; others the two passes it
-    stands for, maxpool2d_backward then relu_backward."""
-    (KH, KW) = _pair(kernel_size)
-    (SH, SW) = _pair(stride if stride is not None else kernel_size)
-    if not (KH <= SH and KW <= SW):
-        return relu_backward(be, r, maxpool2d_backward(be, dy, argmax, r.shape, kernel_size, stride))
-    N, C, H, W = r.shape
-    dx = be.xp.zeros(r.shape, dtype=dy.dtype)
-    be.launch("maxpool_relu_backward_disjoint", dy=be.xp.ascontiguousarray(dy), argmax=argmax, r=r, dx=dx,
-              N=N, C=C, H=H, W=W, HO=dy.shape[2], WO=dy.shape[3])
-    return dx
-
-
 def global_avgpool_forward(be, x):
     """[N, C, H, W] -> [N, C]."""
     N, C, H, W = x.shape

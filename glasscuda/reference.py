@@ -148,11 +148,6 @@ def global_avgpool_backward(dy, x_shape):
     return np.broadcast_to(dy[:, :, None, None] / (H * W), x_shape).copy()
 
 
-def maxpool2d_relu_backward(dy, argmax, r, x_shape):
-    """The gradient through ReLU (output ``r``) and then max-pool: relu_backward(r, maxpool2d_backward(...))."""
-    return relu_backward(r, maxpool2d_backward(dy, argmax, x_shape))
-
-
 def relu(x):
     """max(x, 0); NaN stays NaN (np.maximum propagates it), as in PyTorch."""
     (x,) = _f64(x)

@@ -20,11 +20,6 @@
  * window, so each window writes its dy straight to its argmax — no pixel is
  * written twice — into a dx the caller has zeroed. It needs no division per
  * pixel, which the gather does.
- * maxpool_relu_backward_disjoint is the gradient through a ReLU and then such
- * a max-pool in one pass: r is the ReLU's output (the pool's input), and
- *   dx[n,c,argmax] = r[n,c,argmax] > 0 ? dy[n,c,oh,ow] : 0
- * into a dx the caller has zeroed, which is relu_backward(maxpool_backward)
- * without a second pass over the full-resolution map.
  *
  * Global average pooling:
  *   y[n, c]        = (1 / HW) * sum_i x[n, c, i]      x [N, C, HW]
@@ -105,20 +100,6 @@ KERNEL(maxpool_backward_disjoint)(const real* dy, const long long* argmax, real*
     FOR_EACH_LINE(line, N * C * HO, WO) {
         real* plane = dx + line / HO * H * W;
         FOR_EACH_IN_RUN(ow, WO) plane[argmax[line * WO + ow]] = dy[line * WO + ow];
-    }
-}
-
-KERNEL(maxpool_relu_backward_disjoint)(const real* dy, const long long* argmax, const real* r, real* dx,
-                                       long long N, long long C, long long H, long long W,
-                                       long long HO, long long WO)
-{
-    /* One line per (n, c, oh): a row of WO windows. */
-    FOR_EACH_LINE(line, N * C * HO, WO) {
-        long long plane = line / HO * H * W;
-        FOR_EACH_IN_RUN(ow, WO) {
-            long long at = plane + argmax[line * WO + ow];
-            dx[at] = r[at] > 0 ? dy[line * WO + ow] : (real)0;
-        }
     }
 }
 

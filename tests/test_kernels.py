@@ -172,19 +172,6 @@ def run_maxpool_backward_disjoint(be, dtype, rng, ties=False, initial="zeros", *
     return [Result("dx", out["dx"], np.where(hit, routed, dx))]
 
 
-def run_maxpool_relu_backward_disjoint(be, dtype, rng, ties=False, **geometry):
-    """ReLU output r (about half of it 0, as after a ReLU) pooled by non-overlapping windows."""
-    g = pool_ints(**geometry)
-    x_shape = (g["N"], g["C"], g["H"], g["W"])
-    r = np.maximum(pool_input(rng, x_shape, dtype, ties), 0).astype(dtype)
-    _, argmax = ref.maxpool2d(r, g["KH"], g["KW"], g["SH"], g["SW"])
-    dy = normal(rng, argmax.shape, dtype)
-    ints = {k: g[k] for k in ("N", "C", "H", "W", "HO", "WO")}
-    out = launch(be, "maxpool_relu_backward_disjoint", dtype,
-                 {"dy": dy, "argmax": argmax, "r": r, "dx": np.zeros(x_shape, dtype)}, {}, **ints)
-    return [Result("dx", out["dx"], ref.maxpool2d_relu_backward(dy, argmax, r, x_shape))]
-
-
 def run_global_avgpool_forward(be, dtype, rng, NC, HW):
     x = normal(rng, (NC, HW), dtype)
     out = launch(be, "global_avgpool_forward", dtype, {"x": x}, {"y": (NC,)}, NC=NC, HW=HW)
@@ -236,15 +223,6 @@ def run_bias_grad_reduce(be, dtype, rng, C, K):
     partial = normal(rng, (C, K), dtype)
     out = launch(be, "bias_grad_reduce", dtype, {"partial": partial}, {"db": (C,)}, C=C, K=K)
     return [Result("db", out["db"], ref.bias_grad_reduce(partial))]
-
-
-def run_op_maxpool_relu_backward(be, dtype, rng, N, C, H, W, K, S):
-    """The fused pass (K <= S) and the two-pass fallback (overlapping windows) against the oracle."""
-    r = np.maximum(normal(rng, (N, C, H, W), dtype), 0).astype(dtype)
-    _, argmax = ref.maxpool2d(r, K, K, S, S)
-    dy = normal(rng, argmax.shape, dtype)
-    dx = ops.maxpool2d_relu_backward(be, be.asarray(dy), be.asarray(argmax), be.asarray(r), K, S)
-    return [Result("dx", be.to_numpy(dx), ref.maxpool2d_relu_backward(dy, argmax, r, r.shape))]
 
 
 def run_op_bias_grad(be, dtype, rng, N, C, S):
@@ -470,7 +448,6 @@ RUNNERS = {
     "im2col": run_im2col, "col2im": run_col2im,
     "maxpool_forward": run_maxpool_forward, "maxpool_backward": run_maxpool_backward,
     "maxpool_backward_disjoint": run_maxpool_backward_disjoint,
-    "maxpool_relu_backward_disjoint": run_maxpool_relu_backward_disjoint,
     "global_avgpool_forward": run_global_avgpool_forward,
     "global_avgpool_backward": run_global_avgpool_backward,
     "relu_forward": run_relu_forward, "relu_backward": run_relu_backward,
@@ -1120,8 +1097,6 @@ OP_CASES = {
                                dict(N=32, K=4, gamma=2.0), dict(N=7, K=3, gamma=2.5)]),
     "adam": (run_op_adam, [dict(n=33, decoupled=False), dict(n=33, decoupled=True)]),
     "augment": (run_op_augment, [dict(N=5, C=2, S=7), dict(N=3, C=1, S=8)]),
-    "maxpool_relu_backward": (run_op_maxpool_relu_backward, [dict(N=2, C=3, H=8, W=8, K=2, S=2),
-                                                             dict(N=1, C=2, H=7, W=9, K=3, S=2)]),
     "bias_grad": (run_op_bias_grad, [dict(N=1, C=16, S=20000), dict(N=8, C=5, S=1), dict(N=3, C=7, S=5000)]),
     "im2col/col2im": (run_op_im2col_col2im, [dict(N=2, C=3, H=7, W=5, K=3, S=2, P=1),
                                              dict(N=1, C=2, H=6, W=9, K=5, S=1, P=2)]),

@@ -164,10 +164,10 @@ def test_linear_layer_gradients_accumulate_until_zero_grad(rng):
     assert not layer.weight.grad.any()
 
 
-@pytest.mark.parametrize("kernel,stride", [(2, 2), (3, 2)], ids=["disjoint-fused", "overlapping-two-pass"])
+@pytest.mark.parametrize("kernel,stride", [(2, 2), (3, 2)], ids=["disjoint-pool", "overlapping-pool"])
 def test_fused_neighbours_equal_the_layers_one_by_one(rng, kernel, stride):
-    """Sequential runs Conv2d+ReLU forward and ReLU+MaxPool2d backward as one pass each; the layers
-    called one by one are the oracle, to the bit."""
+    """Sequential runs Conv2d+ReLU forward as one pass; the layers called one by one are the oracle,
+    forward and backward, to the bit."""
     def build():
         return nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, rng=np.random.default_rng(5)), nn.ReLU(),
                              nn.MaxPool2d(kernel, stride), nn.Flatten())

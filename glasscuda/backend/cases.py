@@ -50,11 +50,6 @@ CASES: dict[str, KernelCases] = {
                dict(N=1, C=2, H=9, W=8, KH=2, KW=3, SH=3, SW=3, ties=True),
                dict(N=2, C=3, H=8, W=7, KH=2, KW=2, SH=2, SW=3, initial="random"),
                dict(N=4, C=4, H=64, W=64, KH=2, KW=2, SH=2, SW=2))),
-    "maxpool_relu_backward_disjoint": KernelCases(
-        valid=dict(N=2, C=1, H=5, W=4, HO=2, WO=2),
-        cases=(dict(N=2, C=3, H=7, W=9, KH=2, KW=2, SH=2, SW=2),
-               dict(N=1, C=2, H=9, W=8, KH=2, KW=3, SH=3, SW=3, ties=True),
-               dict(N=4, C=4, H=64, W=64, KH=2, KW=2, SH=2, SW=2))),
     "global_avgpool_forward": KernelCases(
         valid=dict(NC=3, HW=4),
         cases=(dict(NC=6, HW=49),

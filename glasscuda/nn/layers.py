@@ -151,12 +151,6 @@ class MaxPool2d(Module):
         return ops.maxpool2d_backward(self.backend, grad_out, argmax, x_shape,
                                       self.kernel_size, self.stride)
 
-    def backward_through_relu(self, grad_out, relu: "ReLU"):
-        """The gradient of ``relu`` then this pool in one pass (``relu`` fed this pool)."""
-        argmax, _ = self._take()
-        return ops.maxpool2d_relu_backward(self.backend, grad_out, argmax, relu._take(),
-                                           self.kernel_size, self.stride)
-
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
 
@@ -191,10 +185,9 @@ class Flatten(Module):
 class Sequential(Module):
     """Layers applied in order; backward runs them in reverse.
 
-    Two pairs of neighbours run as one pass each, with the results of the
-    layers one by one, to the bit: a Conv2d followed by a ReLU (the bias and
-    the ReLU applied as the GEMM's output is laid out), and, backward, a ReLU
-    followed by a MaxPool2d with non-overlapping windows.
+    A Conv2d followed by a ReLU runs as one pass after the GEMM (the bias and
+    the ReLU applied as the GEMM's output is laid out), with the results of
+    the two layers one by one, to the bit.
     """
 
     def __init__(self, *layers):
@@ -223,14 +216,8 @@ class Sequential(Module):
         return x
 
     def backward(self, grad_out, need_input_grad=True):
-        grad, i = grad_out, len(self.layers) - 1
-        while i >= 0:
-            layer = self.layers[i]
-            if i > 0 and isinstance(layer, MaxPool2d) and isinstance(self.layers[i - 1], ReLU):
-                grad = layer.backward_through_relu(grad, self.layers[i - 1])   # one pass for the pair
-                i -= 2
-            else:
-                grad = layer.backward(grad, need_input_grad=need_input_grad or i > 0)
-                i -= 1
+        grad = grad_out
+        for i in range(len(self.layers) - 1, -1, -1):
+            grad = self.layers[i].backward(grad, need_input_grad=need_input_grad or i > 0)
         return grad
 
