@@ -200,17 +200,7 @@ def test_im2col_checks_the_column_size_before_allocating(monkeypatch):
 
 # Training stops at the first non-finite loss or gradient -------------------------
 
-@pytest.fixture(scope="module")
-def tiny_glass(tmp_path_factory):
-    from glasscuda.data import generate_synthetic
-    root = tmp_path_factory.mktemp("glass") / "set"
-    return generate_synthetic(root, n_train=60, n_test=20, image_size=32, defect_rate=0.3,
-                              seed=5, progress=False)
-
-
-def run_train(*args) -> int:
-    from glasscuda import train
-    return train.main([*map(str, args), "--no-progress"])
+from test_train_cli import run_train, tiny_glass  # noqa: E402,F401  (the CLI tests' tiny set and runner)
 
 
 def test_a_nan_loss_stops_training_naming_epoch_and_step_and_keeps_the_last_good_epoch(
