@@ -25,12 +25,12 @@ import numpy as np
 
 from .. import _build
 from . import Backend
+from .cpu import REAL_CTYPE
 from .gpu import REAL_NUMPY, GpuLauncher, default_cache_dir
 from .sources import kernel_dir
 from .table import Kernel
 
 SHIM = "emulated_grid.cuh"
-REAL_CTYPE = {"f32": ctypes.c_float, "f64": ctypes.c_double}
 
 
 class Dim3(ctypes.Structure):
