@@ -137,17 +137,22 @@ def check_model_config(path, config) -> None:
     name = config.get("architecture")
     if name not in ARCHITECTURES:
         raise CheckpointError(f"{path}: unknown architecture {name!r} (known: {', '.join(ARCHITECTURES)})")
-    expected = {p for p in inspect.signature(ARCHITECTURES[name]).parameters if p != "seed"}
+    architecture = ARCHITECTURES[name]
+    parameters = {key: p.default for key, p in inspect.signature(architecture).parameters.items() if key != "seed"}
+    optional = set(getattr(architecture, "optional_config", ()))
+    required = set(parameters) - optional
     given = set(config) - {"architecture"}
-    if given != expected:
-        parts = [f"missing {', '.join(sorted(expected - given))}" if expected - given else "",
-                 f"unexpected {', '.join(sorted(given - expected))}" if given - expected else ""]
-        raise CheckpointError(f"{path}: the {name} model block must hold {', '.join(sorted(expected))}; "
+    if not required <= given <= set(parameters):
+        parts = [f"missing {', '.join(sorted(required - given))}" if required - given else "",
+                 f"unexpected {', '.join(sorted(given - set(parameters)))}" if given - set(parameters) else ""]
+        may = f" (and may hold {', '.join(sorted(optional))})" if optional else ""
+        raise CheckpointError(f"{path}: the {name} model block must hold {', '.join(sorted(required))}{may}; "
                               + "; ".join(p for p in parts if p))
-    for key in sorted(expected):
-        value = config[key]
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise CheckpointError(f"{path}: model {key} must be an integer, got {value!r}")
+    for key in sorted(given):
+        kind = type(parameters[key]) if key in optional else int
+        if not isinstance(value := config[key], kind) or (kind is int and isinstance(value, bool)):
+            what = "an integer" if kind is int else f"a {kind.__name__}"
+            raise CheckpointError(f"{path}: model {key} must be {what}, got {value!r}")
     if config["in_channels"] not in (1, 3):
         raise CheckpointError(f"{path}: model in_channels must be 1 or 3, got {config['in_channels']}")
     if not 1 <= config.get("n_classes", 1) <= MAX_CLASSES:
@@ -187,6 +192,11 @@ def check_header(path, header: dict, model_state: dict) -> None:
             raise CheckpointError(f"{path}: header normalization must hold a finite mean and a std > 0, "
                                   f"got {norm!r}")
     for name, array in model_state.items():
+        if name.endswith(".num_batches_tracked"):   # batch norm's integer counter
+            if array.dtype != np.int64 or array.shape != () or int(array) < 0:
+                raise CheckpointError(f"{path}: {name!r} must be a non-negative int64 count, got "
+                                      f"{array.dtype} {array.shape}")
+            continue
         if array.dtype.kind != "f":
             raise CheckpointError(f"{path}: weight {name!r} has dtype {array.dtype}, not floating point")
         if not np.isfinite(array).all():
@@ -231,3 +241,9 @@ def load_model(path, device="auto"):
     except (KeyError, ValueError) as error:
         raise CheckpointError(f"{path}: {str(error).strip(chr(34) + chr(39))}") from None
     return model.to(device).eval(), checkpoint.header
+
+
+def default_tta(header: dict, task: str) -> bool:
+    """Whether predictions average over flips by default: as the checkpoint was validated (its 'tta');
+    a checkpoint without that record: on for multilabel, the only task that validated with it then."""
+    return bool(header.get("tta", task == "multilabel"))

@@ -5,6 +5,12 @@
     4 x [Conv (same padding) -> ReLU -> MaxPool 2x2]   1->16 k5, 16->32 k3, 32->64 k3, 64->64 k3
     Flatten -> Linear(64 * (S/16)^2, 128) -> ReLU -> Linear(128, 1)      one logit
 
+Its options: ``batchnorm`` puts a BatchNorm2d between each convolution and its
+ReLU; ``width`` multiplies every block's channels; ``head="pooled"`` replaces
+the dense head by global average pooling and one Linear, which makes the
+network independent of the input size (the ``image_size`` it was trained at
+stays in its configuration, so that images are resized to it).
+
 ``MultiLabelNet`` (which defects?): the same conv backbone, global average
 pooling and one Linear to one logit per class. Because the head is linear on
 pooled features, ``class_activation_maps`` can say where on the glass each
@@ -24,17 +30,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from .nn import Conv2d, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, Module, ReLU, Sequential
+from .nn import BatchNorm2d, Conv2d, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, Module, ReLU, Sequential
 from .numerics import sigmoid, softmax
 
 BACKBONE = ((16, 5), (32, 3), (64, 3), (64, 3))   # (out_channels, kernel_size) per block
 DOWNSAMPLE = 2 ** len(BACKBONE)
 
 
-def conv_backbone(in_channels: int, rng) -> list[Module]:
+HEADS = ("dense", "pooled")
+SEED_OPTIONS = {"head": "dense", "batchnorm": False, "width": 1}   # BinaryDetector's defaults
+
+
+def conv_backbone(in_channels: int, rng, *, batchnorm: bool = False, width: int = 1) -> list[Module]:
     layers, channels = [], in_channels
     for out_channels, k in BACKBONE:
-        layers += [Conv2d(channels, out_channels, k, padding=k // 2, rng=rng), ReLU(), MaxPool2d(2)]
+        out_channels *= width
+        conv = Conv2d(channels, out_channels, k, padding=k // 2, rng=rng)
+        layers += [conv, BatchNorm2d(out_channels), ReLU(), MaxPool2d(2)] if batchnorm else [conv, ReLU(), MaxPool2d(2)]
         channels = out_channels
     return layers
 
@@ -75,14 +87,28 @@ class BinaryDetector(_Network):
     """The binary defect detector of DESIGN.md (job 1). Input [N, C, S, S], S divisible by 16."""
 
     architecture = "binary"
+    optional_config = tuple(SEED_OPTIONS)   # stored only when they differ from the seed network's
 
-    def __init__(self, in_channels: int = 1, image_size: int = 128, *, seed: int | None = 0):
+    def __init__(self, in_channels: int = 1, image_size: int = 128, head: str = "dense", batchnorm: bool = False,
+                 width: int = 1, *, seed: int | None = 0):
         if image_size % DOWNSAMPLE:
             raise ValueError(f"image_size must be a multiple of {DOWNSAMPLE}, got {image_size}")
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+        if width < 1:
+            raise ValueError(f"width must be a positive integer, got {width}")
         rng = np.random.default_rng(seed)
         side = image_size // DOWNSAMPLE
-        body = Sequential(*conv_backbone(in_channels, rng), *dense_head(BACKBONE[-1][0] * side * side, 1, rng))
-        super().__init__(body, {"in_channels": in_channels, "image_size": image_size})
+        features = BACKBONE[-1][0] * width
+        backbone = conv_backbone(in_channels, rng, batchnorm=batchnorm, width=width)   # drawn first: seeds keep their weights
+        top = (dense_head(features * side * side, 1, rng) if head == "dense"
+               else [GlobalAvgPool2d(), Linear(features, 1, rng=rng)])
+        body = Sequential(*backbone, *top)
+        config = {"in_channels": in_channels, "image_size": image_size}
+        # The seed network's configuration stays as it always was, so its checkpoints do not change.
+        options = {"head": head, "batchnorm": bool(batchnorm), "width": width}
+        config.update({k: v for k, v in options.items() if v != SEED_OPTIONS[k]})
+        super().__init__(body, config)
 
 
 class MultiLabelNet(_Network):

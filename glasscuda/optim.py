@@ -3,7 +3,9 @@
 ``Adam`` and ``AdamW`` follow PyTorch's update rules exactly (see
 kernels/adam.cu); each step is one fused kernel launch over all parameters.
 The schedules follow PyTorch's definitions of ``ReduceLROnPlateau`` and
-``CosineAnnealingWarmRestarts``. Everything has ``state_dict`` /
+``CosineAnnealingWarmRestarts``; ``WarmupCosine`` is a linear warm-up into one
+cosine decay, and ``WeightAverage`` keeps an exponential moving average of
+the weights. Everything has ``state_dict`` /
 ``load_state_dict`` of plain numbers and NumPy arrays, so a run can resume.
 """
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from contextlib import contextmanager
 
 from . import ops
 from .backend.launch import address
@@ -226,6 +230,84 @@ class CosineAnnealingWarmRestarts:
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.base_lr = float(state["epoch"]), float(state["base_lr"])
         self.optimizer.lr = self.lr_at(self.epoch)
+
+
+class WarmupCosine:
+    """A linear warm-up from ``base_lr / 100`` over ``warmup`` epochs, then one cosine decay to ``eta_min``.
+
+    ``lr = base_lr * (0.01 + 0.99 * e / warmup)`` for ``e < warmup``, then
+    ``eta_min + (base_lr - eta_min) * (1 + cos(pi * (e - warmup) / (total - warmup))) / 2``
+    until ``total`` epochs (``eta_min`` after). ``e`` may be fractional: call
+    ``step(epoch + batch / batches_per_epoch)`` per batch.
+    """
+
+    def __init__(self, optimizer, total: float, warmup: float = 0.0, eta_min: float = 0.0):
+        if not 0 <= warmup < total:
+            raise ValueError(f"WarmupCosine needs 0 <= warmup < total epochs, got warmup={warmup}, total={total}")
+        self.optimizer, self.total, self.warmup, self.eta_min = optimizer, float(total), float(warmup), float(eta_min)
+        self.base_lr = optimizer.lr
+        self.epoch = 0.0
+        self.optimizer.lr = self.lr_at(0.0)
+
+    def lr_at(self, epoch: float) -> float:
+        if epoch < self.warmup:
+            return self.base_lr * (0.01 + 0.99 * epoch / self.warmup)
+        done = min(1.0, (epoch - self.warmup) / (self.total - self.warmup))
+        return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * done)) / 2
+
+    def step(self, epoch: float | None = None) -> None:
+        self.epoch = self.epoch + 1 if epoch is None else float(epoch)
+        if self.epoch < 0:
+            raise ValueError(f"epoch must be non-negative, got {epoch}")
+        self.optimizer.lr = self.lr_at(self.epoch)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "base_lr": self.base_lr}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.base_lr = float(state["epoch"]), float(state["base_lr"])
+        self.optimizer.lr = self.lr_at(self.epoch)
+
+
+class WeightAverage:
+    """An exponential moving average of an optimizer's parameters (Polyak averaging).
+
+    After every ``update()``: ``average = d * average + (1 - d) * weights``
+    with ``d = min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so the
+    first steps' random weights fade quickly. ``applied()`` puts the average
+    into the model for a while (to validate or save it) and restores the
+    trained weights after. Batch-norm running statistics are not averaged:
+    those of the trained weights serve, as in PyTorch's ``swa_utils`` without
+    ``update_bn``.
+    """
+
+    def __init__(self, optimizer, decay: float = 0.999):
+        if not 0 < decay < 1:
+            raise ValueError(f"WeightAverage: decay must lie in (0, 1), got {decay}")
+        self.optimizer, self.decay, self.updates = optimizer, float(decay), 0
+        self.average = optimizer.data.copy()
+
+    def update(self) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        self.average *= d
+        self.average += (1 - d) * self.optimizer.data
+
+    @contextmanager
+    def applied(self):
+        trained = self.optimizer.data.copy()
+        self.optimizer.data[...] = self.average
+        try:
+            yield
+        finally:
+            self.optimizer.data[...] = trained
+
+    def state_dict(self) -> dict:
+        return {"average_updates": self.updates, "average": self.optimizer.backend.to_numpy(self.average).copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = int(state["average_updates"])
+        self.average[...] = self.optimizer.backend.asarray(np.asarray(state["average"], dtype=self.average.dtype))
 
 
 class EarlyStopping:

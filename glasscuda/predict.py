@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .backend import get_backend
-from .checkpoint import CheckpointError, load_model
+from .checkpoint import CheckpointError, default_tta, load_model
 from .data.dataset import DatasetError, load_images
 from .data.sampling import Normalizer
 from .glass import IMAGE_PATTERNS, NO_DEFECT, decide, list_images
@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="divide logits by this temperature (> 0) before the sigmoid (softmax for cifar10) "
                              "(default: the checkpoint's, else 1)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                        help="average over the image and its flips (default: on for multilabel)")
+                        help="average over the image and its flips (default: as the checkpoint was validated; "
+                             "multi-label checkpoints without that record: on)")
     parser.add_argument("--heatmaps", metavar="DIR",
                         help="multi-label checkpoints: write a heatmap overlay per image and predicted "
                              "defect, and peaks.csv, into DIR")
@@ -170,7 +171,7 @@ def _main(argv) -> int:
         print(f"error: --heatmaps needs a multi-label checkpoint (its pooled head gives the maps); "
               f"{args.checkpoint} is a {task} checkpoint", file=sys.stderr)
         return 2
-    tta = args.tta if args.tta is not None else task == "multilabel"
+    tta = args.tta if args.tta is not None else default_tta(header, task)
     normalizer = Normalizer.from_dict(header["normalization"])
     logits = predict_logits(model, images, normalizer, batch_size=args.batch_size, tta=tta,
                             progress=not args.no_progress, description="scoring")

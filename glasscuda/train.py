@@ -27,16 +27,15 @@ from .cli import (check_writable_folder, non_negative_float, plain_warnings, pos
 from .data.augment import Augment
 from .data.dataset import DatasetError
 from .glass import CLASSES_FILE, DEFECT_CLASSES, NO_DEFECT, ClassNamesError, check_class_names
+from .models import HEADS
 from .tasks.common import UsageError
+from .tasks.recipes import RECIPES, recipe_values
 from .training import RunFiles
 
-TASK_DEFAULTS = {
-    "binary": {"img_size": 128, "epochs": 50, "lr": 1e-3, "batch_size": 32, "out": "runs/binary",
-               "synthetic_train": 2000},
-    "multilabel": {"img_size": 128, "epochs": 9, "lr": 1e-3, "batch_size": 32, "out": "runs/multilabel",
-                   "synthetic_train": 6000},
-    "cifar10": {"img_size": 32, "epochs": 10, "lr": 1e-3, "batch_size": 64, "out": "runs/cifar10",
-                "synthetic_train": None},
+TASK_DEFAULTS = {   # what does not change with --recipe (see glasscuda/tasks/recipes.py for what does)
+    "binary": {"out": "runs/binary", "synthetic_train": 2000},
+    "multilabel": {"out": "runs/multilabel", "synthetic_train": 6000},
+    "cifar10": {"out": "runs/cifar10", "synthetic_train": None},
 }
 
 
@@ -48,6 +47,19 @@ MIN_SYNTHETIC_TRAIN = 25
 def _wrapped(text: str) -> str:
     """A group description wrapped for the terminal (the raw formatter keeps line breaks as written)."""
     return textwrap.fill(text, 76)
+
+
+def recipe_help(key: str) -> str:
+    """'recipe default: binary X, multilabel Y; seed: ...' for the help of a flag the recipes set."""
+    def shown(value):
+        return ("on" if value else "off") if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) \
+            else str(value)
+    parts = []
+    for recipe in ("default", "seed"):
+        values = [f"{task} {shown(RECIPES[recipe][task][key])}" for task in RECIPES[recipe]
+                  if key in RECIPES[recipe][task]]
+        parts.append(f"{recipe}: {', '.join(values)}")
+    return "recipe " + "; ".join(parts)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,12 +91,17 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
                              f"{','.join(DEFECT_CLASSES)}; names are unique, without , ; / or \\, and "
                              f"'{NO_DEFECT}' is reserved")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/<task>)")
-    parser.add_argument("--epochs", type=positive_int, help="maximum epochs (binary 50, multilabel 9, cifar10 10; early stopping "
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="default",
+                        help="the defaults of the training flags below: 'seed' is the source report's recipe "
+                             "as written, 'default' the best measured on real images (see Recipes below); "
+                             "a flag given explicitly overrides its recipe value")
+    parser.add_argument("--epochs", type=positive_int,
+                        help=f"maximum epochs ({recipe_help('epochs')}; early stopping "
                              "after 8 epochs without a better validation F1 may end sooner)")
-    parser.add_argument("--batch-size", type=positive_int, help="images per batch (glass tasks 32, cifar10 64)")
-    parser.add_argument("--lr", type=positive_float, help="learning rate (default 1e-3)")
+    parser.add_argument("--batch-size", type=positive_int, help=f"images per batch ({recipe_help('batch_size')})")
+    parser.add_argument("--lr", type=positive_float, help=f"learning rate ({recipe_help('lr')})")
     parser.add_argument("--img-size", type=int, help="images are resized to this square size "
-                                                     "(multiple of 16; binary 128, multilabel 128, cifar10 32)")
+                                                     f"(multiple of 16; {recipe_help('img_size')})")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                         help="auto: the GPU when CuPy and a CUDA device answer, else the CPU")
     parser.add_argument("--seed", type=int, default=0,
@@ -99,6 +116,41 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
                         help="training images of the synthetic set, one in ten defective "
                              "(binary 2000, multilabel 6000; ignored with --data)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    glass = parser.add_argument_group(
+        "glass tasks (binary and multilabel)",
+        _wrapped("Defaults: the --recipe's value for the task (see Recipes below)."))
+    glass.add_argument("--weight-decay", type=non_negative_float,
+                       help=f"decoupled (AdamW) weight decay; 0 is plain Adam ({recipe_help('weight_decay')})")
+    glass.add_argument("--tta", action=argparse.BooleanOptionalAction,
+                       help=f"validate and test on the mean of the image and its flips ({recipe_help('tta')})")
+    defaults = Augment()
+    for flag, what in (("flip", "a left-right flip, an up-down flip or both"),
+                       ("rotate", f"a rotation within +-{defaults.max_angle:g} degrees"),
+                       ("jitter", "brightness/contrast jitter"),
+                       ("sharpness", "sharpening"),
+                       ("noise", "Gaussian noise"),
+                       ("erase", f"erasing a random box of up to {defaults.erase_fraction * 100:g}%% of the image")):
+        glass.add_argument(f"--aug-{flag}", type=float, metavar="P",
+                           help=f"probability of {what} per training image ({recipe_help(f'aug_{flag}')})")
+    binary = parser.add_argument_group(
+        "binary task", _wrapped("Every training image is also flipped and turned by a random multiple of 90 "
+                                "degrees (the dihedral group: 8 views)."))
+    binary.add_argument("--head", choices=HEADS,
+                        help="dense: Flatten, Linear(.., 128), ReLU, Linear(128, 1); pooled: global average "
+                             f"pooling and one Linear, for any input size ({recipe_help('head')})")
+    binary.add_argument("--batchnorm", action=argparse.BooleanOptionalAction,
+                        help=f"batch normalisation after every convolution ({recipe_help('batchnorm')})")
+    binary.add_argument("--width", type=positive_int,
+                        help=f"multiplies the channels of every conv block ({recipe_help('width')})")
+    binary.add_argument("--schedule", choices=("plateau", "cosine"),
+                        help="plateau: halve the rate after 3 epochs without a better validation F1; cosine: "
+                             f"--lr-warmup epochs of linear warm-up, then a cosine decay over --epochs "
+                             f"({recipe_help('schedule')})")
+    binary.add_argument("--lr-warmup", type=non_negative_float, metavar="EPOCHS",
+                        help=f"epochs of linear learning-rate warm-up of the cosine schedule ({recipe_help('lr_warmup')})")
+    binary.add_argument("--ema", type=non_negative_float, metavar="DECAY",
+                        help="validate and keep an exponential moving average of the weights with this decay per "
+                             f"step; 0 keeps the trained weights ({recipe_help('ema')})")
     multilabel = parser.add_argument_group(
         "multilabel task", _wrapped("The backbone first trains under the binary detector's dense head "
         "(--warmup-epochs), then the pooled head (global average pooling, one Linear) trains on it with "
@@ -110,7 +162,6 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
     multilabel.add_argument("--class-weights", metavar="W0,W1,...",
                             help=f"positive weights for {NO_DEFECT}, then each defect class in class-id order "
                                  "(default: inverse class frequency in the training batches)")
-    multilabel.add_argument("--weight-decay", type=non_negative_float, default=1e-2, help="AdamW decay (default 0.01)")
     multilabel.add_argument("--warmup-epochs", type=int, default=10, metavar="N",
                             help="epochs that first train the backbone under the binary detector's dense "
                                  "head (one output per class) before the pooled head takes over; 0 skips "
@@ -119,18 +170,6 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
     multilabel.add_argument("--t-mult", type=positive_int, default=2, help="period multiplier T_mult (default 2)")
     multilabel.add_argument("--eta-min", type=non_negative_float, default=1e-5, help="lowest learning rate (default 1e-5)")
     multilabel.add_argument("--channels", type=int, choices=(1, 3), default=1, help="1 grayscale, 3 RGB")
-    multilabel.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
-                            help="validate and test on the mean of the image and its flips (default on)")
-    defaults = Augment()
-    for flag, what in (("flip", "a left-right flip, an up-down flip or both"),
-                       ("rotate", f"a rotation within +-{defaults.max_angle:g} degrees"),
-                       ("jitter", "brightness/contrast jitter"),
-                       ("sharpness", "sharpening"),
-                       ("noise", "Gaussian noise"),
-                       ("erase", f"erasing a random box of up to {defaults.erase_fraction * 100:g}%% of the image")):
-        default = getattr(defaults, f"p_{flag}")
-        multilabel.add_argument(f"--aug-{flag}", type=float, default=default, metavar="P",
-                                help=f"probability of {what} per training image (default {default})")
     cifar10 = parser.add_argument_group(
         "cifar10 task", _wrapped("Adam, softmax cross-entropy; defaults 10 epochs, batch 64, lr 1e-3. 5000 "
         "training images (drawn by --seed) are held out for validation and the epoch with the best "
@@ -144,8 +183,8 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for key, value in TASK_DEFAULTS[args.task].items():
-        if getattr(args, key) is None:
+    for key, value in {**TASK_DEFAULTS[args.task], **recipe_values(args.recipe, args.task)}.items():
+        if getattr(args, key, None) is None:
             setattr(args, key, value)
     if args.data:   # one dataset, one path: a relative and an absolute --data are the same run for --resume
         args.data = str(Path(args.data).expanduser().resolve())

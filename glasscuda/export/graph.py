@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..checkpoint import default_tta
 from ..reports import atomic_write
 from ..data.sampling import Normalizer
-from ..nn import Conv2d, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU
+from ..nn import BatchNorm2d, Conv2d, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU
 from .common import INPUT, OUTPUT, ExportError, load_network, require, task_of
 
 DEFAULT_OPSET = 17
@@ -87,6 +88,10 @@ def _layer_nodes(g: _Graph, layer, prefix: str, x: str, state: dict) -> str:
         w = g.const(f"{prefix}.weight", state[f"{prefix}.weight"])
         b = g.const(f"{prefix}.bias", state[f"{prefix}.bias"])
         return g.op("Gemm", [x, w, b], transB=1)
+    if isinstance(layer, BatchNorm2d):   # the inference form: the running statistics
+        inputs = [g.const(f"{prefix}.{k}", state[f"{prefix}.{k}"]) for k in ("weight", "bias", "running_mean",
+                                                                             "running_var")]
+        return g.op("BatchNormalization", [x, *inputs], epsilon=layer.eps)
     if isinstance(layer, ReLU):
         return g.op("Relu", [x])
     if isinstance(layer, MaxPool2d):
@@ -256,7 +261,7 @@ def export_onnx(checkpoint, path=None, *, images=None, n_check: int = 16, tta: b
                 temperature=None, opset: int = DEFAULT_OPSET, tolerance: float = TOLERANCE) -> ExportReport:
     """Export ``checkpoint`` to ONNX at ``path``, checked by ONNX Runtime first.
 
-    ``tta`` defaults to predict's default (on for multilabel); ``temperature``
+    ``tta`` defaults to predict's default (as the checkpoint was validated); ``temperature``
     to the checkpoint's, if it has one. ONNX Runtime runs the graph on
     :func:`check_images` and its probabilities are compared with glasscuda's;
     a difference above ``tolerance`` raises :class:`ExportMismatch` and
@@ -265,7 +270,7 @@ def export_onnx(checkpoint, path=None, *, images=None, n_check: int = 16, tta: b
     ort = require("onnxruntime")
     model, header = load_network(checkpoint)
     task = task_of(header)
-    tta = task == "multilabel" if tta is None else bool(tta)
+    tta = default_tta(header, task) if tta is None else bool(tta)
     if temperature is None:
         temperature = header.get("temperature")
     if temperature is not None:

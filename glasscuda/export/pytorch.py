@@ -14,7 +14,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ..models import build_model
-from ..nn import Conv2d, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU
+from ..nn import BatchNorm2d, Conv2d, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU
 from .common import ExportError, load_network, require
 
 
@@ -24,6 +24,8 @@ def _torch_layer(nn, layer, index: int):
                          padding=layer.padding)
     if isinstance(layer, Linear):
         return nn.Linear(layer.in_features, layer.out_features)
+    if isinstance(layer, BatchNorm2d):
+        return nn.BatchNorm2d(layer.num_features, eps=layer.eps, momentum=layer.momentum)
     if isinstance(layer, ReLU):
         return nn.ReLU()
     if isinstance(layer, MaxPool2d):
@@ -54,7 +56,8 @@ def to_torch_state_dict(source) -> "OrderedDict[str, object]":
         state = source.state_dict()
     else:
         state = load_network(source)[0].state_dict()
-    return OrderedDict((k, torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))) for k, v in state.items())
+    return OrderedDict((k, torch.from_numpy(np.ascontiguousarray(v, dtype=np.int64 if v.dtype.kind == "i" else np.float32)))
+                       for k, v in state.items())
 
 
 def from_torch_state_dict(state_dict) -> dict[str, np.ndarray]:

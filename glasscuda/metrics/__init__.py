@@ -19,6 +19,7 @@ Their plots are drawn by :mod:`glasscuda.plots`.
 from .binary import (
     OperatingPoint,
     ThresholdSearch,
+    auc_pr,
     operating_point,
     pr_curve,
     precision_recall_f1,
@@ -28,6 +29,7 @@ from .checks import DEFAULT_THRESHOLD_GRID, NO_POSITIVES
 from .multilabel import fraction_above, multilabel_report, score_distribution, search_thresholds_per_class
 
 __all__ = [
+    "auc_pr",
     "DEFAULT_THRESHOLD_GRID",
     "NO_POSITIVES",
     "ThresholdSearch",

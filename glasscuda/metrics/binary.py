@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
-from sklearn.metrics import precision_recall_curve, precision_recall_fscore_support
+from sklearn.metrics import average_precision_score, precision_recall_curve, precision_recall_fscore_support
 
 from .checks import (
     DEFAULT_THRESHOLD_GRID,
@@ -131,6 +131,18 @@ def _threshold_row(truth: np.ndarray, scores: np.ndarray, threshold: float) -> d
         "tn": metrics["tn"],
         "fraction_above": float(predicted.mean()),
     }
+
+
+def auc_pr(y_true: Any, scores: Any) -> float:
+    """The area under the precision-recall curve, as average precision (scikit-learn's step-wise sum).
+
+    Independent of any threshold; NaN when ``y_true`` has no positive.
+    """
+    truth = _as_binary_vector(y_true, "y_true")
+    values = _as_score_vector(scores, truth.size)
+    if truth.sum() == 0:
+        return float("nan")
+    return float(average_precision_score(truth, values))
 
 
 def pr_curve(y_true: Any, scores: Any) -> dict:

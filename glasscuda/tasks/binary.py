@@ -1,10 +1,13 @@
 """Job 1: the binary defect detector (is anything wrong with this glass?).
 
-BinaryDetector + BCE (probability clamped) + Adam, ReduceLROnPlateau on
-validation F1 (patience 3, factor 0.5), early stopping (patience 8), balanced
-batches with random flips and quarter turns on the device, a decision
-threshold searched on validation, and the test split scored only at that
-threshold.
+The seed recipe: BinaryDetector + BCE (probability clamped) + Adam,
+ReduceLROnPlateau on validation F1 (patience 3, factor 0.5), early stopping
+(patience 8), balanced batches with random flips and quarter turns on the
+device, a decision threshold searched on validation, and the test split
+scored only at that threshold. The flags of ``--recipe`` (see
+:mod:`glasscuda.tasks.recipes`) add batch norm, a pooled head, a wider
+backbone, AdamW, a warm-up + cosine schedule, a moving average of the
+weights, more augmentation and flip TTA.
 """
 from __future__ import annotations
 
@@ -14,16 +17,18 @@ from .. import training
 from ..checkpoint import save_checkpoint
 from ..data.sampling import BalancedBatchSampler, random_flips_and_quarter_turns
 from ..losses import BCEWithLogitsLoss
-from ..metrics import precision_recall_f1, search_threshold
+from ..metrics import auc_pr, precision_recall_f1, search_threshold
 from ..models import BinaryDetector
 from ..plots import plot_training_curves
-from ..optim import Adam, ReduceLROnPlateau
+from ..optim import Adam, AdamW, ReduceLROnPlateau, WarmupCosine, WeightAverage
 from ..reports import write_json_atomic
-from .common import dataset_files, describe, fmt, glass_recipe, load_glass_splits, single_class_note
+from .common import (AUGMENT_FLAGS, augmentation, dataset_files, describe, fmt, glass_recipe, load_glass_splits,
+                     single_class_note)
 from .loop import fit
-from .options import TaskOptions
+from .options import BinaryOptions
 
-RUN_KEYS = ("task", "data", "synthetic_train", "img_size", "batch_size", "lr", "seed")
+RUN_KEYS = ("task", "recipe", "data", "synthetic_train", "img_size", "batch_size", "lr", "seed", "weight_decay",
+            "head", "batchnorm", "width", "schedule", "lr_warmup", "ema", "tta", *AUGMENT_FLAGS)
 
 
 def score(y_true, probs, threshold=None) -> dict:
@@ -46,14 +51,34 @@ def score(y_true, probs, threshold=None) -> dict:
     return metrics
 
 
-def run(options: TaskOptions, be, files) -> dict:
+def train_augmentation(options: BinaryOptions):
+    """Random flips and quarter turns, then the ``--aug-*`` steps when any has a probability."""
+    extra = augmentation(options)
+    if not any(getattr(options, flag) for flag in AUGMENT_FLAGS):
+        return random_flips_and_quarter_turns
+
+    def augment(be, x, generator):
+        return extra(be, random_flips_and_quarter_turns(be, x, generator), generator)
+    return augment
+
+
+def run(options: BinaryOptions, be, files) -> dict:
     run_config = {k: getattr(options, k) for k in RUN_KEYS}
     data = load_glass_splits(options, class_names=options.classes)
     print(f"{describe('train', data.train)}, {describe('validation', data.val)}, "
           f"{describe('test', data.test)} from {data.root}")
-    model = BinaryDetector(in_channels=1, image_size=options.img_size, seed=options.seed).to(be)
-    optimizer = Adam(model.parameters(), lr=options.lr)
-    scheduler = ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=3)
+    model = BinaryDetector(in_channels=1, image_size=options.img_size, head=options.head,
+                           batchnorm=options.batchnorm, width=options.width, seed=options.seed).to(be)
+    if options.weight_decay:
+        optimizer = AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    else:
+        optimizer = Adam(model.parameters(), lr=options.lr)
+    if options.schedule == "cosine":
+        scheduler = WarmupCosine(optimizer, total=options.epochs, warmup=options.lr_warmup)
+        hooks = {"batch_step": scheduler.step}
+    else:
+        scheduler = ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=3)
+        hooks = {"epoch_end": scheduler.step}
     y_val = data.val.is_defective
 
     def validate(probs, targets=None, fixed_threshold=None):
@@ -63,11 +88,12 @@ def run(options: TaskOptions, be, files) -> dict:
                 metrics["f1"])
 
     recipe = glass_recipe(
-        "binary", data, validate, model=model, loss_fn=BCEWithLogitsLoss(device=be), optimizer=optimizer,
-        scheduler=scheduler, sampler=BalancedBatchSampler(data.train.is_defective, options.batch_size),
-        train_targets=data.train.is_defective.astype(np.float32)[:, None],
-        augment=random_flips_and_quarter_turns, epoch_end=scheduler.step)
-    header = {"class_names": ["defect"]}
+        "binary", data, validate, tta=options.tta, model=model, loss_fn=BCEWithLogitsLoss(device=be),
+        optimizer=optimizer, scheduler=scheduler,
+        sampler=BalancedBatchSampler(data.train.is_defective, options.batch_size),
+        train_targets=data.train.is_defective.astype(np.float32)[:, None], augment=train_augmentation(options),
+        average=WeightAverage(optimizer, options.ema) if options.ema else None, **hooks)
+    header = {"class_names": ["defect"], "tta": options.tta}
     history, stopper = fit(options, files, recipe, run_config, header, dataset_files(data))
     return finish(model, data, history, run_config, files, stopper, header, progress=options.progress)
 
@@ -75,13 +101,16 @@ def run(options: TaskOptions, be, files) -> dict:
 def finish(model, data, history, run_config, files, stopper, header, *, progress: bool = False) -> dict:
     """Search the threshold on validation, score test at it, write the final artifacts."""
     val_probs, test_probs = (training.probabilities(training.predict_logits(
-        model, split.images, data.normalizer, progress=progress, description=f"scoring {name}"))[:, 0]
+        model, split.images, data.normalizer, tta=header.get("tta", False), progress=progress,
+        description=f"scoring {name}"))[:, 0]
         for name, split in (("validation", data.val), ("test", data.test)))
     search = search_threshold(data.val.is_defective, val_probs)
     val_note = single_class_note(data.val.is_defective)
     threshold = None if val_note or np.isnan(search.threshold) else search.threshold
     used = threshold if threshold is not None else 0.5
     val, test = score(data.val.is_defective, val_probs, used), score(data.test.is_defective, test_probs, used)
+    for metrics, split, probs in ((val, data.val, val_probs), (test, data.test, test_probs)):
+        metrics["auc_pr"] = auc_pr(split.is_defective, probs)
     final = {"best_epoch": stopper.best_epoch, "threshold": threshold,
              "pr_optimum_threshold": search.pr_optimum_threshold, "pr_optimum_f1": search.pr_optimum_f1,
              "threshold_table": search.table, "validation": val, "test": test}
@@ -99,5 +128,5 @@ def finish(model, data, history, run_config, files, stopper, header, *, progress
     for name, m in (("validation", val), ("test", test)):
         note = f"  ({m['undefined']})" if m.get("undefined") else ""
         print(f"{name:>10}: precision {fmt(m['precision'])}  recall {fmt(m['recall'])}  "
-              f"F1 {fmt(m['f1'])}{note}")
+              f"F1 {fmt(m['f1'])}  AUC-PR {fmt(m['auc_pr'])}{note}")
     return final

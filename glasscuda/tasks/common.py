@@ -8,11 +8,24 @@ from pathlib import Path
 import numpy as np
 
 from .. import training
+from ..data.augment import Augment
 from ..data import DatasetError, GlassDataset, load_split, stratified_split, synthetic_dataset
 from ..data.sampling import Normalizer
 from ..plots import plot_training_curves
 from .loop import Recipe
 from .options import TaskOptions, UsageError
+
+
+AUGMENT_FLAGS = {"aug_flip": "p_flip", "aug_rotate": "p_rotate", "aug_jitter": "p_jitter",
+                 "aug_sharpness": "p_sharpness", "aug_noise": "p_noise", "aug_erase": "p_erase"}
+
+
+def augmentation(options) -> Augment:
+    """The ``--aug-*`` probabilities as an :class:`Augment`."""
+    try:
+        return Augment(**{field: getattr(options, flag) for flag, field in AUGMENT_FLAGS.items()})
+    except ValueError as error:
+        raise UsageError(str(error).replace("p_", "--aug-", 1)) from error
 
 
 @dataclass

@@ -5,6 +5,7 @@ batches, how an epoch is scored and plotted) and hands it to :func:`fit`.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
@@ -61,7 +62,9 @@ class Recipe:
     curves. ``epoch_start(epoch)``, ``batch_step(fraction)`` and
     ``epoch_end(value)`` are optional hooks (a loss that reports, per-batch
     and per-epoch schedules). With ``patience`` the run stops after that many
-    epochs without a better ``watched`` value.
+    epochs without a better ``watched`` value. With an ``average``
+    (:class:`~glasscuda.optim.WeightAverage`) it is updated after every step,
+    and epochs are scored, kept and saved with the averaged weights.
     """
 
     name: str
@@ -82,6 +85,21 @@ class Recipe:
     epoch_end: Callable | None = None
     patience: int | None = None
     watched: str = "F1"
+    average: object = None
+
+
+class TrainingState:
+    """The optimizer's state and the weight average's, saved into and loaded from one checkpoint together."""
+
+    def __init__(self, optimizer, average=None):
+        self.parts = [part for part in (optimizer, average) if part is not None]
+
+    def state_dict(self) -> dict:
+        return {k: v for part in self.parts for k, v in part.state_dict().items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for part in self.parts:
+            part.load_state_dict(state)
 
 
 def fit(options: TaskOptions, files, recipe: Recipe, run_config: dict, header_extra: dict,
@@ -93,7 +111,8 @@ def fit(options: TaskOptions, files, recipe: Recipe, run_config: dict, header_ex
     best weights. ``dataset_files`` (the files each split was read from) is
     kept in the checkpoints so that a resumed run can tell whether they changed.
     """
-    model, optimizer, scheduler = recipe.model, recipe.optimizer, recipe.scheduler
+    model, optimizer, scheduler, average = recipe.model, recipe.optimizer, recipe.scheduler, recipe.average
+    training_state = TrainingState(optimizer, average)
     stopper = EarlyStopping(patience=recipe.patience or 0, mode="max")
     rng = np.random.default_rng(options.seed)
     history, best_state, start_epoch = [], None, 0
@@ -101,7 +120,7 @@ def fit(options: TaskOptions, files, recipe: Recipe, run_config: dict, header_ex
     checkpoint = resume_state(options, files, run_config, dataset_files)
     if checkpoint is not None:
         model.load_state_dict(checkpoint.model_state)
-        optimizer.load_state_dict(checkpoint.optimizer_state)
+        training_state.load_state_dict(checkpoint.optimizer_state)
         if scheduler is not None:
             scheduler.load_state_dict(checkpoint.header["scheduler"])
         stopper.load_state_dict(checkpoint.header["early_stopping"])
@@ -128,16 +147,21 @@ def fit(options: TaskOptions, files, recipe: Recipe, run_config: dict, header_ex
             break
         if recipe.epoch_start is not None:
             recipe.epoch_start(epoch)
-        batch_step = None
-        if recipe.batch_step is not None:
-            batch_step = lambda fraction, e=epoch: recipe.batch_step(e - 1 + fraction)  # noqa: E731
+        def batch_step(fraction, e=epoch):
+            if average is not None:
+                average.update()
+            if recipe.batch_step is not None:
+                recipe.batch_step(e - 1 + fraction)
         result = training.train_epoch(
             model, recipe.loss_fn, optimizer, recipe.train_images, recipe.train_targets,
             recipe.sampler.epoch(rng), recipe.normalizer, rng, augment=recipe.augment,
-            scheduler_step=batch_step, description=f"epoch {epoch}/{options.epochs}",
+            scheduler_step=batch_step if average is not None or recipe.batch_step is not None else None,
+            description=f"epoch {epoch}/{options.epochs}",
             progress=options.progress)
         lr = optimizer.lr
-        scores, watched = recipe.score_epoch(result)
+        averaged = average.applied if average is not None else nullcontext
+        with averaged():
+            scores, watched = recipe.score_epoch(result)
         entry = {"epoch": epoch, "train_loss": result.loss, "lr": lr, "seconds": result.seconds, **scores}
         history.append(entry)
         improved = stopper.step(-1.0 if np.isnan(watched) else watched, epoch)
@@ -146,9 +170,10 @@ def fit(options: TaskOptions, files, recipe: Recipe, run_config: dict, header_ex
         print(f"epoch {epoch:3d}  loss {result.loss:.4f}  {recipe.summary(entry)}  {result.seconds:.0f}s"
               f"{'  *best*' if improved else ''}", flush=True)
         if improved:
-            best_state = model.state_dict()
-            save_checkpoint(files.best, model, header(epoch))
-        save_checkpoint(files.last, model, header(epoch), optimizer)
+            with averaged():
+                best_state = model.state_dict()
+                save_checkpoint(files.best, model, header(epoch))
+        save_checkpoint(files.last, model, header(epoch), training_state)
         training.write_metrics(files.metrics, history, None, run_config)
         recipe.plot(history, files.curves)
 

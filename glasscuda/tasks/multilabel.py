@@ -24,7 +24,6 @@ import numpy as np
 
 from .. import training
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..data.augment import Augment
 from ..data.sampling import BalancedBatchSampler
 from ..glass import NO_DEFECT, decide
 from ..losses import FocalLoss, inverse_frequency_weights
@@ -33,14 +32,13 @@ from ..models import MultiLabelNet
 from ..optim import AdamW, CosineAnnealingWarmRestarts
 from ..plots import plot_confusion_matrices
 from ..reports import markdown_table, write_json_atomic
-from .common import dataset_files, describe, fmt, glass_recipe, load_glass_splits, single_class_note
+from .common import (AUGMENT_FLAGS, augmentation, dataset_files, describe, fmt, glass_recipe, load_glass_splits,
+                     single_class_note)
 from .loop import fit
 from .options import MultilabelOptions, UsageError
 
-RUN_KEYS = ("task", "data", "synthetic_train", "img_size", "batch_size", "lr", "seed", "gamma",
+RUN_KEYS = ("task", "recipe", "data", "synthetic_train", "img_size", "batch_size", "lr", "seed", "gamma",
             "class_weights", "weight_decay", "t0", "t_mult", "eta_min", "channels", "warmup_epochs")
-AUGMENT_FLAGS = {"aug_flip": "p_flip", "aug_rotate": "p_rotate", "aug_jitter": "p_jitter",
-                 "aug_sharpness": "p_sharpness", "aug_noise": "p_noise", "aug_erase": "p_erase"}
 
 
 def targets_of(dataset) -> np.ndarray:
@@ -73,14 +71,6 @@ def class_weights(options, sampler, targets, rng_seed) -> np.ndarray:
         return weights
     seen = np.concatenate(sampler.epoch(np.random.default_rng(rng_seed)))
     return inverse_frequency_weights(targets[seen])
-
-
-def augmentation(options) -> Augment:
-    """The ``--aug-*`` probabilities as an :class:`Augment`."""
-    try:
-        return Augment(**{field: getattr(options, flag) for flag, field in AUGMENT_FLAGS.items()})
-    except ValueError as error:
-        raise UsageError(str(error).replace("p_", "--aug-", 1)) from error
 
 
 def warm_up(options, model, data, train_targets, sampler, loss_fn, augment, rng) -> list[dict]:

@@ -24,6 +24,7 @@ class TaskOptions:
     """
 
     task: str
+    recipe: str
     epochs: int
     batch_size: int
     lr: float
@@ -45,17 +46,10 @@ class TaskOptions:
 
 
 @dataclass(kw_only=True)
-class MultilabelOptions(TaskOptions):
-    """The multi-label task: focal loss, AdamW with warm restarts, warm-up, augmentation, TTA."""
+class GlassOptions(TaskOptions):
+    """What both glass tasks read besides the common options: decay, TTA, augmentation."""
 
-    gamma: float
-    class_weights: str | None
     weight_decay: float
-    warmup_epochs: int
-    t0: int
-    t_mult: int
-    eta_min: float
-    channels: int
     tta: bool
     aug_flip: float
     aug_rotate: float
@@ -66,11 +60,36 @@ class MultilabelOptions(TaskOptions):
 
 
 @dataclass(kw_only=True)
+class BinaryOptions(GlassOptions):
+    """The binary task: the detector's head, batch norm and width, the schedule, the weight average."""
+
+    head: str
+    batchnorm: bool
+    width: int
+    schedule: str
+    lr_warmup: float
+    ema: float
+
+
+@dataclass(kw_only=True)
+class MultilabelOptions(GlassOptions):
+    """The multi-label task: focal loss, AdamW with warm restarts, warm-up."""
+
+    gamma: float
+    class_weights: str | None
+    warmup_epochs: int
+    t0: int
+    t_mult: int
+    eta_min: float
+    channels: int
+
+
+@dataclass(kw_only=True)
 class CifarOptions(TaskOptions):
     """The CIFAR-10 preset: random horizontal flips or not."""
 
     hflip: bool
 
 
-OPTIONS = {"binary": TaskOptions, "multilabel": MultilabelOptions, "cifar10": CifarOptions}
+OPTIONS = {"binary": BinaryOptions, "multilabel": MultilabelOptions, "cifar10": CifarOptions}
 """The options class of each task."""

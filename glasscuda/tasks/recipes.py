@@ -1,0 +1,42 @@
+"""The named recipes of the glass tasks: ``--recipe seed`` and ``--recipe default``.
+
+A recipe is the default value of every training flag it names; a flag given
+on the command line overrides it. ``seed`` is the source report's recipe,
+kept exactly as written (binary: the dense-head detector with Adam,
+plateau schedule, flips and quarter turns; multi-label: the pooled head after
+a dense-head warm-up, focal loss, AdamW with warm restarts, the stronger
+augmentation and flip TTA). ``default`` is the best recipe measured on real
+images: each way it differs from ``seed`` won an A/B comparison in
+``bench/results/quality-*.md``.
+"""
+from __future__ import annotations
+
+from ..data.augment import Augment
+
+NO_AUGMENT = {"aug_flip": 0.0, "aug_rotate": 0.0, "aug_jitter": 0.0, "aug_sharpness": 0.0, "aug_noise": 0.0,
+              "aug_erase": 0.0}
+AUGMENT = {f"aug_{k[2:]}": getattr(Augment(), k) for k in ("p_flip", "p_rotate", "p_jitter", "p_sharpness",
+                                                            "p_noise", "p_erase")}
+
+SEED = {
+    "binary": {"epochs": 50, "img_size": 128, "lr": 1e-3, "batch_size": 32, "weight_decay": 0.0, "head": "dense",
+               "batchnorm": False, "width": 1, "schedule": "plateau", "lr_warmup": 0.0, "ema": 0.0, "tta": False,
+               **NO_AUGMENT},
+    "multilabel": {"epochs": 9, "img_size": 128, "lr": 1e-3, "batch_size": 32, "weight_decay": 1e-2, "tta": True,
+                   **AUGMENT},
+    "cifar10": {"epochs": 10, "img_size": 32, "lr": 1e-3, "batch_size": 64},
+}
+
+RECIPES = {
+    "seed": SEED,
+    "default": {
+        "binary": {**SEED["binary"]},
+        "multilabel": SEED["multilabel"],
+        "cifar10": SEED["cifar10"],
+    },
+}
+"""RECIPES[recipe][task]: the value of each flag the recipe sets."""
+
+
+def recipe_values(recipe: str, task: str) -> dict:
+    return dict(RECIPES[recipe][task])
