@@ -11,4 +11,5 @@ Modules
     bench_memory      large array copies: the all-core bandwidth the kernels are measured against
     bench_step        one training step and inference throughput of the whole network
     report            runs the suite peer by peer and writes bench/results/report.md
+    quality           trains a recipe on a real dataset over seeds: bench/results/quality-<name>.md
 """
