@@ -195,6 +195,12 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error(str(error))
     if args.warmup_epochs < 0:
         parser.error(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
+    if args.task == "binary":   # what WeightAverage and WarmupCosine would refuse with a traceback
+        if not args.ema < 1:
+            parser.error(f"--ema must be 0 (off) or a decay below 1, got {args.ema:g}")
+        if args.schedule == "cosine" and not args.lr_warmup < args.epochs:
+            parser.error(f"--lr-warmup ({args.lr_warmup:g} epochs) must be shorter than --epochs ({args.epochs}) "
+                         "with --schedule cosine")
     if args.synthetic_train is not None and args.synthetic_train < MIN_SYNTHETIC_TRAIN:
         parser.error(f"--synthetic-train must be at least {MIN_SYNTHETIC_TRAIN} (one image in ten is defective; "
                      "fewer leaves the validation split without a defective image), got "
