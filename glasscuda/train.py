@@ -143,11 +143,16 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
     binary.add_argument("--width", type=positive_int,
                         help=f"multiplies the channels of every conv block ({recipe_help('width')})")
     binary.add_argument("--schedule", choices=("plateau", "cosine"),
-                        help="plateau: halve the rate after 3 epochs without a better validation F1; cosine: "
-                             f"--lr-warmup epochs of linear warm-up, then a cosine decay over --epochs "
+                        help="plateau: halve the rate after 3 epochs without a better validation F1, stop after 8; "
+                             "cosine: --lr-warmup epochs of linear warm-up, then a cosine decay over all --epochs "
+                             "(no early stopping) "
                              f"({recipe_help('schedule')})")
     binary.add_argument("--lr-warmup", type=non_negative_float, metavar="EPOCHS",
                         help=f"epochs of linear learning-rate warm-up of the cosine schedule ({recipe_help('lr_warmup')})")
+    binary.add_argument("--threshold-rule", choices=("f1", "prevalence"),
+                        help="the decision threshold, chosen on validation: f1, where validation F1 peaks; "
+                             "prevalence, where the detector flags the training set's fraction of defective "
+                             f"images ({recipe_help('threshold_rule')})")
     binary.add_argument("--ema", type=non_negative_float, metavar="DECAY",
                         help="validate and keep an exponential moving average of the weights with this decay per "
                              f"step; 0 keeps the trained weights ({recipe_help('ema')})")

@@ -417,3 +417,16 @@ def test_settings_the_schedule_or_the_average_would_refuse_are_usage_errors(flag
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
     # the plateau schedule ignores --lr-warmup, and a decay below 1 is fine
     assert parse_args(["--recipe", "seed", "--lr-warmup", "5", "--epochs", "3", "--ema", "0.999"]).ema == 0.999
+
+
+def test_prevalence_threshold_flags_the_training_fraction_of_images():
+    """The rule's threshold flags round(prevalence * N) images, whatever the scores' scale."""
+    from glasscuda.tasks.binary import prevalence_threshold
+
+    rng = np.random.default_rng(3)
+    for n, prevalence in ((40, 0.1), (655, 0.313), (7, 0.5), (10, 0.0)):
+        probs = rng.random(n) ** 3
+        t = prevalence_threshold(probs, prevalence)
+        expected = max(1, round(prevalence * n))
+        assert (probs >= t).sum() == expected
+        assert t in probs

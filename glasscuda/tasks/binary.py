@@ -28,7 +28,7 @@ from .loop import fit
 from .options import BinaryOptions
 
 RUN_KEYS = ("task", "recipe", "data", "synthetic_train", "img_size", "batch_size", "lr", "seed", "weight_decay",
-            "head", "batchnorm", "width", "schedule", "lr_warmup", "ema", "tta", *AUGMENT_FLAGS)
+            "head", "batchnorm", "width", "schedule", "lr_warmup", "ema", "tta", "threshold_rule", *AUGMENT_FLAGS)
 
 
 def score(y_true, probs, threshold=None) -> dict:
@@ -73,9 +73,9 @@ def run(options: BinaryOptions, be, files) -> dict:
         optimizer = AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     else:
         optimizer = Adam(model.parameters(), lr=options.lr)
-    if options.schedule == "cosine":
+    if options.schedule == "cosine":   # the schedule sets the run's length: no early stopping
         scheduler = WarmupCosine(optimizer, total=options.epochs, warmup=options.lr_warmup)
-        hooks = {"batch_step": scheduler.step}
+        hooks = {"batch_step": scheduler.step, "patience": None}
     else:
         scheduler = ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=3)
         hooks = {"epoch_end": scheduler.step}
@@ -95,11 +95,30 @@ def run(options: BinaryOptions, be, files) -> dict:
         average=WeightAverage(optimizer, options.ema) if options.ema else None, **hooks)
     header = {"class_names": ["defect"], "tta": options.tta}
     history, stopper = fit(options, files, recipe, run_config, header, dataset_files(data))
-    return finish(model, data, history, run_config, files, stopper, header, progress=options.progress)
+    return finish(model, data, history, run_config, files, stopper, header, threshold_rule=options.threshold_rule,
+                  progress=options.progress)
 
 
-def finish(model, data, history, run_config, files, stopper, header, *, progress: bool = False) -> dict:
-    """Search the threshold on validation, score test at it, write the final artifacts."""
+def prevalence_threshold(probs, prevalence: float) -> float:
+    """The score at which the detector flags ``prevalence`` of the images ``probs`` were scored on.
+
+    The k-th highest score, k = round(prevalence * N) (at least 1): a
+    threshold that depends on the ranking only, not on where a small
+    validation set's F1 curve happens to peak.
+    """
+    ranked = np.sort(np.asarray(probs, dtype=np.float64).reshape(-1))[::-1]
+    k = min(max(1, int(round(prevalence * ranked.size))), ranked.size)
+    return float(ranked[k - 1])
+
+
+def finish(model, data, history, run_config, files, stopper, header, *, threshold_rule: str = "f1",
+           progress: bool = False) -> dict:
+    """Choose the threshold on validation, score test at it, write the final artifacts.
+
+    ``threshold_rule``: "f1", the threshold of the best validation F1; "prevalence",
+    the one at which the detector flags the training set's fraction of
+    defective images on validation (:func:`prevalence_threshold`).
+    """
     val_probs, test_probs = (training.probabilities(training.predict_logits(
         model, split.images, data.normalizer, tta=header.get("tta", False), progress=progress,
         description=f"scoring {name}"))[:, 0]
@@ -107,11 +126,13 @@ def finish(model, data, history, run_config, files, stopper, header, *, progress
     search = search_threshold(data.val.is_defective, val_probs)
     val_note = single_class_note(data.val.is_defective)
     threshold = None if val_note or np.isnan(search.threshold) else search.threshold
+    if threshold is not None and threshold_rule == "prevalence":
+        threshold = prevalence_threshold(val_probs, float(np.mean(data.train.is_defective)))
     used = threshold if threshold is not None else 0.5
     val, test = score(data.val.is_defective, val_probs, used), score(data.test.is_defective, test_probs, used)
     for metrics, split, probs in ((val, data.val, val_probs), (test, data.test, test_probs)):
         metrics["auc_pr"] = auc_pr(split.is_defective, probs)
-    final = {"best_epoch": stopper.best_epoch, "threshold": threshold,
+    final = {"best_epoch": stopper.best_epoch, "threshold": threshold, "threshold_rule": threshold_rule,
              "pr_optimum_threshold": search.pr_optimum_threshold, "pr_optimum_f1": search.pr_optimum_f1,
              "threshold_table": search.table, "validation": val, "test": test}
     if val_note or search.undefined:

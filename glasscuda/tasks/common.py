@@ -102,7 +102,8 @@ def fmt(value, spec=".3f") -> str:
     return "  n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else format(value, spec)
 
 
-def glass_recipe(name: str, data: GlassSplits, validate, *, tta: bool = False, **parts) -> Recipe:
+def glass_recipe(name: str, data: GlassSplits, validate, *, tta: bool = False, patience: int | None = 8,
+                 **parts) -> Recipe:
     """The :class:`Recipe` of a glass task: early stopping on validation F1, P/R/F1 curves.
 
     ``validate(probs, targets=None, fixed_threshold=None)`` scores
@@ -110,7 +111,8 @@ def glass_recipe(name: str, data: GlassSplits, validate, *, tta: bool = False, *
     returns (metrics with precision/recall/f1 and threshold(s), the value
     early stopping and plateau scheduling watch). The training batches are
     scored at 0.5; validation, with ``tta``, on the mean of the image and its
-    flips. ``parts`` are the rest of the recipe (model, loss, optimizer, ...).
+    flips. ``patience``: epochs without a better validation F1 before the run
+    stops (None: never). ``parts`` are the rest of the recipe (model, loss, optimizer, ...).
     """
     model = parts["model"]
 
@@ -127,4 +129,4 @@ def glass_recipe(name: str, data: GlassSplits, validate, *, tta: bool = False, *
 
     return Recipe(name=name, train_images=data.train.images, normalizer=data.normalizer, score_epoch=score_epoch,
                   summary=summary, plot=lambda history, path: plot_training_curves(history, path, name),
-                  patience=8, watched="F1", **parts)
+                  patience=patience, watched="F1", **parts)

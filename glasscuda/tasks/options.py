@@ -69,6 +69,7 @@ class BinaryOptions(GlassOptions):
     schedule: str
     lr_warmup: float
     ema: float
+    threshold_rule: str
 
 
 @dataclass(kw_only=True)

@@ -21,6 +21,7 @@ AUGMENT = {f"aug_{k[2:]}": getattr(Augment(), k) for k in ("p_flip", "p_rotate",
 SEED = {
     "binary": {"epochs": 50, "img_size": 128, "lr": 1e-3, "batch_size": 32, "weight_decay": 0.0, "head": "dense",
                "batchnorm": False, "width": 1, "schedule": "plateau", "lr_warmup": 0.0, "ema": 0.0, "tta": False,
+               "threshold_rule": "f1",
                **NO_AUGMENT},
     "multilabel": {"epochs": 9, "img_size": 128, "lr": 1e-3, "batch_size": 32, "weight_decay": 1e-2, "tta": True,
                    **AUGMENT},
