@@ -7,9 +7,11 @@
 
 Its options: ``batchnorm`` puts a BatchNorm2d between each convolution and its
 ReLU; ``width`` multiplies every block's channels; ``head="pooled"`` replaces
-the dense head by global average pooling and one Linear, which makes the
-network independent of the input size (the ``image_size`` it was trained at
-stays in its configuration, so that images are resized to it).
+the dense head by global average pooling and one Linear, ``head="max"`` by
+global max pooling and one Linear (a defect anywhere on the glass is the
+strongest response of some feature map, however small the defect): both make
+the network independent of the input size (the ``image_size`` it was trained
+at stays in its configuration, so that images are resized to it).
 
 ``MultiLabelNet`` (which defects?): the same conv backbone, global average
 pooling and one Linear to one logit per class. Because the head is linear on
@@ -30,14 +32,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .nn import BatchNorm2d, Conv2d, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, Module, ReLU, Sequential
+from .nn import BatchNorm2d, Conv2d, Flatten, GlobalAvgPool2d, GlobalMaxPool2d, Linear, MaxPool2d, Module, ReLU, Sequential
 from .numerics import sigmoid, softmax
 
 BACKBONE = ((16, 5), (32, 3), (64, 3), (64, 3))   # (out_channels, kernel_size) per block
 DOWNSAMPLE = 2 ** len(BACKBONE)
 
 
-HEADS = ("dense", "pooled")
+HEADS = ("dense", "pooled", "max")
 SEED_OPTIONS = {"head": "dense", "batchnorm": False, "width": 1}   # BinaryDetector's defaults
 
 
@@ -101,8 +103,8 @@ class BinaryDetector(_Network):
         side = image_size // DOWNSAMPLE
         features = BACKBONE[-1][0] * width
         backbone = conv_backbone(in_channels, rng, batchnorm=batchnorm, width=width)   # drawn first: seeds keep their weights
-        top = (dense_head(features * side * side, 1, rng) if head == "dense"
-               else [GlobalAvgPool2d(), Linear(features, 1, rng=rng)])
+        pool = {"pooled": GlobalAvgPool2d, "max": GlobalMaxPool2d}.get(head)
+        top = dense_head(features * side * side, 1, rng) if head == "dense" else [pool(), Linear(features, 1, rng=rng)]
         body = Sequential(*backbone, *top)
         config = {"in_channels": in_channels, "image_size": image_size}
         # The seed network's configuration stays as it always was, so its checkpoints do not change.

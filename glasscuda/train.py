@@ -137,7 +137,8 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
                                 "degrees (the dihedral group: 8 views)."))
     binary.add_argument("--head", choices=HEADS,
                         help="dense: Flatten, Linear(.., 128), ReLU, Linear(128, 1); pooled: global average "
-                             f"pooling and one Linear, for any input size ({recipe_help('head')})")
+                             "pooling and one Linear; max: global max pooling and one Linear "
+                             f"({recipe_help('head')})")
     binary.add_argument("--batchnorm", action=argparse.BooleanOptionalAction,
                         help=f"batch normalisation after every convolution ({recipe_help('batchnorm')})")
     binary.add_argument("--width", type=positive_int,

@@ -201,8 +201,9 @@ def test_pooled_head_is_independent_of_the_input_size(rng):
         assert out.shape == (3, 1) and np.isfinite(out).all()
 
 
-def test_pooled_batchnorm_detector_gradients_match_finite_differences(rng):
-    model = BinaryDetector(image_size=32, seed=5, **OPTIONS).to("cpu", dtype=np.float64).train()
+@pytest.mark.parametrize("head", ["pooled", "max"])
+def test_pooled_batchnorm_detector_gradients_match_finite_differences(rng, head):
+    model = BinaryDetector(image_size=32, seed=5, **{**OPTIONS, "head": head}).to("cpu", dtype=np.float64).train()
     x = rng.standard_normal((2, 1, 32, 32))
     R = rng.standard_normal((2, 1))
 
@@ -232,9 +233,9 @@ def test_pooled_batchnorm_detector_gradients_match_finite_differences(rng):
                                rtol=1e-5, atol=1e-9, err_msg="input")
 
 
-def _one_step_checkpoint(path, rng, tta=False):
+def _one_step_checkpoint(path, rng, tta=False, head="pooled"):
     """A BN + pooled detector after one Adam step in train mode (running statistics moved), saved."""
-    model = BinaryDetector(image_size=32, seed=7, **OPTIONS)
+    model = BinaryDetector(image_size=32, seed=7, **{**OPTIONS, "head": head})
     x = rng.standard_normal((4, 1, 32, 32)).astype(np.float32) + 0.3
     y = np.array([[1.0], [0.0], [1.0], [0.0]], dtype=np.float32)
     optimizer, loss_fn = Adam(model.parameters(), lr=1e-2), BCEWithLogitsLoss()
@@ -278,17 +279,18 @@ def test_check_model_config_optional_keys():
         check_model_config("extra.npz", {**old, "depth": 3})
 
 
-def test_bn_pooled_checkpoint_exports_to_onnx_and_torch(rng, tmp_path):
+@pytest.mark.parametrize("head, pool", [("pooled", "GlobalAveragePool"), ("max", "GlobalMaxPool")])
+def test_bn_pooled_checkpoint_exports_to_onnx_and_torch(rng, tmp_path, head, pool):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     from glasscuda.export import export_onnx
     import onnx
-    path, model = _one_step_checkpoint(tmp_path / "bn.npz", rng)
+    path, model = _one_step_checkpoint(tmp_path / "bn.npz", rng, head=head)
     report = export_onnx(path, tmp_path / "bn.onnx")
     assert report.n_checked > 0 and report.max_abs_diff <= 1e-5 and report.path.stat().st_size > 0
     assert report.tta is False   # as the checkpoint was validated
     ops = [node.op_type for node in onnx.load(str(report.path)).graph.node]
-    assert ops.count("BatchNormalization") == 4 and "GlobalAveragePool" in ops
+    assert ops.count("BatchNormalization") == 4 and pool in ops
 
     torch = pytest.importorskip("torch")
     from glasscuda.export import to_torch_state_dict, torch_model

@@ -27,7 +27,7 @@ from .. import __version__
 from ..checkpoint import default_tta
 from ..reports import atomic_write
 from ..data.sampling import Normalizer
-from ..nn import BatchNorm2d, Conv2d, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU
+from ..nn import BatchNorm2d, Conv2d, Flatten, GlobalAvgPool2d, GlobalMaxPool2d, Linear, MaxPool2d, ReLU
 from .common import INPUT, OUTPUT, ExportError, load_network, require, task_of
 
 DEFAULT_OPSET = 17
@@ -100,6 +100,8 @@ def _layer_nodes(g: _Graph, layer, prefix: str, x: str, state: dict) -> str:
         return g.op("Flatten", [x], axis=1)
     if isinstance(layer, GlobalAvgPool2d):
         return g.op("Flatten", [g.op("GlobalAveragePool", [x])], axis=1)
+    if isinstance(layer, GlobalMaxPool2d):
+        return g.op("Flatten", [g.op("GlobalMaxPool", [x])], axis=1)
     raise ExportError(f"no ONNX form for the layer {prefix} ({type(layer).__name__})")
 
 

@@ -14,7 +14,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ..models import build_model
-from ..nn import BatchNorm2d, Conv2d, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU
+from ..nn import BatchNorm2d, Conv2d, Flatten, GlobalAvgPool2d, GlobalMaxPool2d, Linear, MaxPool2d, ReLU
 from .common import ExportError, load_network, require
 
 
@@ -34,6 +34,8 @@ def _torch_layer(nn, layer, index: int):
         return nn.Flatten()
     if isinstance(layer, GlobalAvgPool2d):
         return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())   # [N, C, H, W] -> [N, C]
+    if isinstance(layer, GlobalMaxPool2d):
+        return nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten())
     raise ExportError(f"no torch.nn form for layer body.{index} ({type(layer).__name__})")
 
 

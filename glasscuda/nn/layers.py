@@ -168,6 +168,26 @@ class GlobalAvgPool2d(Module):
         return ops.global_avgpool_backward(self.backend, grad_out, self._take())
 
 
+class GlobalMaxPool2d(Module):
+    """[N, C, H, W] -> [N, C], the largest value of each feature map (the gradient goes to its first maximum)."""
+
+    def forward(self, x):
+        x = self._input(x)
+        _check_input("GlobalMaxPool2d", x, 4, "[N, C, H, W]")
+        N, C, H, W = x.shape
+        flat = x.reshape(N * C, H * W)
+        index = flat.argmax(axis=1)
+        self._keep((x.shape, index))
+        return flat[self.backend.xp.arange(N * C), index].reshape(N, C)
+
+    def backward(self, grad_out, need_input_grad=True):
+        shape, index = self._take()
+        xp = self.backend.xp
+        dx = xp.zeros((shape[0] * shape[1], shape[2] * shape[3]), dtype=grad_out.dtype)
+        dx[xp.arange(dx.shape[0]), index] = grad_out.reshape(-1)
+        return dx.reshape(shape)
+
+
 class Flatten(Module):
     """[N, ...] -> [N, prod(...)]."""
 
