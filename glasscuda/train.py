@@ -149,7 +149,10 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
                              "(no early stopping) "
                              f"({recipe_help('schedule')})")
     binary.add_argument("--lr-warmup", type=non_negative_float, metavar="EPOCHS",
-                        help=f"epochs of linear learning-rate warm-up of the cosine schedule ({recipe_help('lr_warmup')})")
+                        help="epochs of linear learning-rate warm-up of the cosine schedule (default: the recipe's "
+                             "share of --epochs; " + ", ".join(
+                                 f"{name} recipe: {r['binary']['lr_warmup']:g} of {r['binary']['epochs']}"
+                                 for name, r in RECIPES.items()) + ")")
     binary.add_argument("--threshold-rule", choices=("f1", "prevalence"),
                         help="the decision threshold, chosen on validation: f1, where validation F1 peaks; "
                              "prevalence, where the detector flags the training set's fraction of defective "
@@ -189,9 +192,13 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for key, value in {**TASK_DEFAULTS[args.task], **recipe_values(args.recipe, args.task)}.items():
+    recipe = recipe_values(args.recipe, args.task)
+    warmup_given = getattr(args, "lr_warmup", None) is not None
+    for key, value in {**TASK_DEFAULTS[args.task], **recipe}.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
+    if not warmup_given and recipe.get("lr_warmup"):   # the recipe's warm-up is a share of its epochs
+        args.lr_warmup = recipe["lr_warmup"] * args.epochs / recipe["epochs"]
     if args.data:   # one dataset, one path: a relative and an absolute --data are the same run for --resume
         args.data = str(Path(args.data).expanduser().resolve())
     if args.classes is not None:

@@ -350,7 +350,7 @@ def test_the_same_image_given_twice_is_scored_once(tmp_path, good_checkpoint, ca
 
 def test_resume_treats_a_relative_and_an_absolute_data_path_as_one(tiny_glass, tmp_path, monkeypatch):
     monkeypatch.chdir(tiny_glass.parent)
-    common = ["--img-size", 32, "--device", "cpu", "--out", tmp_path / "run"]
+    common = ["--img-size", 32, "--device", "cpu", "--out", tmp_path / "run", "--recipe", "seed"]   # resumed for more epochs
     assert run_train("--data", tiny_glass.name, *common, "--epochs", 1) == 0
     assert run_train("--data", tiny_glass.resolve(), *common, "--epochs", 2, "--resume") == 0
     assert load_checkpoint(tmp_path / "run" / "last.npz").header["epoch"] == 2
@@ -360,7 +360,7 @@ def test_resume_refuses_a_dataset_whose_files_changed(tiny_glass, tmp_path, caps
     import shutil
     data = tmp_path / "data"
     shutil.copytree(tiny_glass, data)
-    common = ["--data", data, "--img-size", 32, "--device", "cpu", "--out", tmp_path / "run"]
+    common = ["--data", data, "--img-size", 32, "--device", "cpu", "--out", tmp_path / "run", "--recipe", "seed"]
     assert run_train(*common, "--epochs", 1) == 0
     capsys.readouterr()
     img = data / "train" / "img"

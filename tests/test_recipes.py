@@ -28,7 +28,7 @@ from test_train_cli import run_train, tiny_glass  # noqa: F401  (the tiny synthe
 REPORT_BINARY = {"epochs": 50, "img_size": 128, "lr": 1e-3, "batch_size": 32, "weight_decay": 0.0, "head": "dense",
                  "batchnorm": False, "width": 1, "schedule": "plateau", "lr_warmup": 0.0, "ema": 0.0, "tta": False,
                  "aug_flip": 0.0, "aug_rotate": 0.0, "aug_jitter": 0.0, "aug_sharpness": 0.0, "aug_noise": 0.0,
-                 "aug_erase": 0.0}
+                 "aug_erase": 0.0, "threshold_rule": "f1"}
 _AUGMENT = Augment()
 REPORT_MULTILABEL = {"epochs": 9, "img_size": 128, "lr": 1e-3, "batch_size": 32, "weight_decay": 1e-2, "tta": True,
                      "aug_flip": _AUGMENT.p_flip, "aug_rotate": _AUGMENT.p_rotate, "aug_jitter": _AUGMENT.p_jitter,

@@ -57,7 +57,8 @@ def test_evaluate_on_predict_output_reproduces_the_training_test_f1(tiny_glass, 
 
 
 def test_resuming_gives_the_same_result_as_not_stopping(tiny_glass, tmp_path):
-    common = ["--data", tiny_glass, "--img-size", 32, "--device", "cpu", "--seed", 3]
+    """With the seed recipe's plateau schedule a run may be stopped and resumed for more epochs."""
+    common = ["--data", tiny_glass, "--img-size", 32, "--device", "cpu", "--seed", 3, "--recipe", "seed"]
     assert run_train(*common, "--epochs", 3, "--out", tmp_path / "straight") == 0
     assert run_train(*common, "--epochs", 1, "--out", tmp_path / "halted") == 0
     assert run_train(*common, "--epochs", 3, "--out", tmp_path / "halted", "--resume") == 0
@@ -68,6 +69,14 @@ def test_resuming_gives_the_same_result_as_not_stopping(tiny_glass, tmp_path):
         np.testing.assert_array_equal(straight.model_state[name], resumed.model_state[name], err_msg=name)
     strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
     assert strip(straight.header["history"]) == strip(resumed.header["history"])
+
+
+def test_resume_of_a_cosine_run_for_other_epochs_is_refused(tiny_glass, tmp_path, capsys):
+    """The cosine schedule spans --epochs: resuming for more would change the epochs already trained."""
+    common = ["--data", tiny_glass, "--img-size", 32, "--device", "cpu", "--out", tmp_path, "--schedule", "cosine"]
+    assert run_train(*common, "--epochs", 1) == 0
+    assert run_train(*common, "--epochs", 2, "--resume") == 2
+    assert "cosine_epochs: checkpoint 1 vs now 2" in capsys.readouterr().err
 
 
 def test_resume_with_other_settings_is_refused(tiny_glass, tmp_path, capsys):

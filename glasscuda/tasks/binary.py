@@ -64,6 +64,8 @@ def train_augmentation(options: BinaryOptions):
 
 def run(options: BinaryOptions, be, files) -> dict:
     run_config = {k: getattr(options, k) for k in RUN_KEYS}
+    # A cosine schedule spans the run's epochs, so --resume must keep them (a plateau schedule need not).
+    run_config["cosine_epochs"] = options.epochs if options.schedule == "cosine" else None
     data = load_glass_splits(options, class_names=options.classes)
     print(f"{describe('train', data.train)}, {describe('validation', data.val)}, "
           f"{describe('test', data.test)} from {data.root}")
