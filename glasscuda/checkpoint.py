@@ -30,6 +30,7 @@ FORMAT_VERSION = 1
 # square, so a hand-edited size must not decide an allocation unchecked.
 MAX_IMAGE_SIZE = 1024
 MAX_CLASSES = 1000
+MAX_WIDTH = 16
 
 
 class CheckpointError(ValueError):
@@ -157,6 +158,11 @@ def check_model_config(path, config) -> None:
         raise CheckpointError(f"{path}: model in_channels must be 1 or 3, got {config['in_channels']}")
     if not 1 <= config.get("n_classes", 1) <= MAX_CLASSES:
         raise CheckpointError(f"{path}: model n_classes must lie in [1, {MAX_CLASSES}], got {config['n_classes']}")
+    if not 1 <= config.get("width", 1) <= MAX_WIDTH:
+        raise CheckpointError(f"{path}: model width must lie in [1, {MAX_WIDTH}], got {config['width']}")
+    if config.get("head", "dense") not in getattr(architecture, "heads", ("dense",)):
+        raise CheckpointError(f"{path}: model head must be one of {', '.join(architecture.heads)}, "
+                              f"got {config['head']!r}")
     size = config["image_size"]
     if not 1 <= size <= MAX_IMAGE_SIZE:
         raise CheckpointError(f"{path}: model image_size {size} is outside [1, {MAX_IMAGE_SIZE}]")
@@ -176,6 +182,8 @@ def check_header(path, header: dict, model_state: dict) -> None:
         raise CheckpointError(f"{path}: header threshold {header['threshold']} is outside [0, 1]")
     if header.get("temperature") is not None and header["temperature"] <= 0:
         raise CheckpointError(f"{path}: header temperature must be > 0, got {header['temperature']}")
+    if "tta" in header and not isinstance(header["tta"], bool):
+        raise CheckpointError(f"{path}: header tta must be true or false, got {header['tta']!r}")
     thresholds = header.get("thresholds")
     if thresholds is not None and (not isinstance(thresholds, list)
                                    or not all(_is_number(t) and 0 <= t <= 1 for t in thresholds)):

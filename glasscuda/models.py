@@ -90,6 +90,7 @@ class BinaryDetector(_Network):
 
     architecture = "binary"
     optional_config = tuple(SEED_OPTIONS)   # stored only when they differ from the seed network's
+    heads = HEADS
 
     def __init__(self, in_channels: int = 1, image_size: int = 128, head: str = "dense", batchnorm: bool = False,
                  width: int = 1, *, seed: int | None = 0):

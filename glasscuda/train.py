@@ -39,6 +39,13 @@ TASK_DEFAULTS = {   # what does not change with --recipe (see glasscuda/tasks/re
 }
 
 
+# The flags only some tasks read (a default of None, filled from the task's recipe): given to another task, an error.
+TASK_FLAGS = {**{flag: ("binary",) for flag in ("head", "batchnorm", "width", "schedule", "lr_warmup", "ema",
+                                                "threshold_rule")},
+              **{flag: ("binary", "multilabel") for flag in ("weight_decay", "tta", "aug_flip", "aug_rotate",
+                                                             "aug_jitter", "aug_sharpness", "aug_noise",
+                                                             "aug_erase")}}
+
 # The smallest synthetic training set whose 80/20 stratified split puts a defective and a
 # defect-free image in validation for every --seed (one image in ten defective; checked in the tests).
 MIN_SYNTHETIC_TRAIN = 25
@@ -208,9 +215,15 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error(str(error))
     if args.warmup_epochs < 0:
         parser.error(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
+    foreign = [flag for flag, tasks in TASK_FLAGS.items() if args.task not in tasks and getattr(args, flag) is not None]
+    if foreign:
+        parser.error(f"{', '.join('--' + f.replace('_', '-') for f in foreign)}: not an option of the "
+                     f"{args.task} task")
     if args.task == "binary":   # what WeightAverage and WarmupCosine would refuse with a traceback
         if not args.ema < 1:
             parser.error(f"--ema must be 0 (off) or a decay below 1, got {args.ema:g}")
+        if warmup_given and args.schedule != "cosine":
+            parser.error("--lr-warmup is the warm-up of --schedule cosine; the plateau schedule has none")
         if args.schedule == "cosine" and not args.lr_warmup < args.epochs:
             parser.error(f"--lr-warmup ({args.lr_warmup:g} epochs) must be shorter than --epochs ({args.epochs}) "
                          "with --schedule cosine")

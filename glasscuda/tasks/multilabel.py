@@ -38,7 +38,7 @@ from .loop import fit
 from .options import MultilabelOptions, UsageError
 
 RUN_KEYS = ("task", "recipe", "data", "synthetic_train", "img_size", "batch_size", "lr", "seed", "gamma",
-            "class_weights", "weight_decay", "t0", "t_mult", "eta_min", "channels", "warmup_epochs")
+            "class_weights", "weight_decay", "t0", "t_mult", "eta_min", "channels", "warmup_epochs", "tta")
 
 
 def targets_of(dataset) -> np.ndarray:
