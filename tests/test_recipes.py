@@ -465,3 +465,31 @@ def test_a_checkpoint_whose_tta_is_not_a_boolean_is_refused(rng, tmp_path):
     path = save_checkpoint(tmp_path / "bad.npz", model, header)
     with pytest.raises(CheckpointError, match="header tta must be true or false"):
         load_checkpoint(path)
+
+
+def test_the_default_recipe_trains_and_predicts_on_images_of_any_size_and_aspect(tiny_glass, tmp_path):  # noqa: F811
+    """Real images come in their own sizes: each is resized to the recipe's input size, in training and predict."""
+    from PIL import Image
+
+    data = tmp_path / "mixed"
+    sizes = [(40, 24), (31, 57), (64, 64), (100, 33), (18, 18)]
+    for split in ("train", "test"):
+        for sub in ("img", "txt"):
+            (data / split / sub).mkdir(parents=True)
+        source = sorted((tiny_glass / split / "img").iterdir())
+        for i, path in enumerate(source):
+            side = sizes[i % len(sizes)]
+            Image.open(path).resize(side).save(data / split / "img" / path.name)
+            label = tiny_glass / split / "txt" / (path.stem + ".txt")
+            if label.exists():
+                (data / split / "txt" / label.name).write_text(label.read_text())
+    out = tmp_path / "run"
+    assert run_train("--data", data, "--img-size", 32, "--epochs", 2, "--out", out, "--device", "cpu") == 0
+    header = load_checkpoint(out / "best.npz").header
+    assert header["model"]["image_size"] == 32 and header["model"]["head"] == RECIPES["default"]["binary"]["head"]
+    preds = tmp_path / "preds.csv"
+    assert predict.main(["--checkpoint", str(out / "best.npz"), "--input", str(data / "test" / "img"),
+                         "--output", str(preds), "--device", "cpu", "--no-progress"]) == 0
+    rows = list(csv.DictReader(preds.open()))
+    assert len(rows) == len(list((data / "test" / "img").iterdir()))
+    assert all(0.0 <= float(row["probability"]) <= 1.0 for row in rows)
