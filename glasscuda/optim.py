@@ -185,7 +185,27 @@ class ReduceLROnPlateau:
         self.cooldown_left = int(state["cooldown_left"])
 
 
-class CosineAnnealingWarmRestarts:
+class _EpochSchedule:
+    """A learning rate that is a function ``lr_at(epoch)`` of the (possibly fractional) epoch."""
+
+    def lr_at(self, epoch: float) -> float:
+        raise NotImplementedError
+
+    def step(self, epoch: float | None = None) -> None:
+        self.epoch = self.epoch + 1 if epoch is None else float(epoch)
+        if self.epoch < 0:
+            raise ValueError(f"epoch must be non-negative, got {epoch}")
+        self.optimizer.lr = self.lr_at(self.epoch)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "base_lr": self.base_lr}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.base_lr = float(state["epoch"]), float(state["base_lr"])
+        self.optimizer.lr = self.lr_at(self.epoch)
+
+
+class CosineAnnealingWarmRestarts(_EpochSchedule):
     """Cosine annealing with warm restarts (Loshchilov & Hutter, 2017), as PyTorch defines it.
 
     ``lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * T_cur / T_i)) / 2``, where the
@@ -218,21 +238,8 @@ class CosineAnnealingWarmRestarts:
         T_cur, T_i = self.cycle_position(epoch)
         return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * T_cur / T_i)) / 2
 
-    def step(self, epoch: float | None = None) -> None:
-        self.epoch = self.epoch + 1 if epoch is None else float(epoch)
-        if self.epoch < 0:
-            raise ValueError(f"epoch must be non-negative, got {epoch}")
-        self.optimizer.lr = self.lr_at(self.epoch)
 
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "base_lr": self.base_lr}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.base_lr = float(state["epoch"]), float(state["base_lr"])
-        self.optimizer.lr = self.lr_at(self.epoch)
-
-
-class WarmupCosine:
+class WarmupCosine(_EpochSchedule):
     """A linear warm-up from ``base_lr / 100`` over ``warmup`` epochs, then one cosine decay to ``eta_min``.
 
     ``lr = base_lr * (0.01 + 0.99 * e / warmup)`` for ``e < warmup``, then
@@ -254,19 +261,6 @@ class WarmupCosine:
             return self.base_lr * (0.01 + 0.99 * epoch / self.warmup)
         done = min(1.0, (epoch - self.warmup) / (self.total - self.warmup))
         return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * done)) / 2
-
-    def step(self, epoch: float | None = None) -> None:
-        self.epoch = self.epoch + 1 if epoch is None else float(epoch)
-        if self.epoch < 0:
-            raise ValueError(f"epoch must be non-negative, got {epoch}")
-        self.optimizer.lr = self.lr_at(self.epoch)
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "base_lr": self.base_lr}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.base_lr = float(state["epoch"]), float(state["base_lr"])
-        self.optimizer.lr = self.lr_at(self.epoch)
 
 
 class WeightAverage:

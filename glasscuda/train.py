@@ -29,7 +29,7 @@ from .data.dataset import DatasetError
 from .glass import CLASSES_FILE, DEFECT_CLASSES, NO_DEFECT, ClassNamesError, check_class_names
 from .models import HEADS
 from .tasks.common import UsageError
-from .tasks.recipes import RECIPES, recipe_values
+from .tasks.recipes import RECIPES, SYNTHETIC_EPOCHS, recipe_values
 from .training import RunFiles
 
 TASK_DEFAULTS = {   # what does not change with --recipe (see glasscuda/tasks/recipes.py for what does)
@@ -103,8 +103,10 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
                              "as written, 'default' the best measured on real images (see Recipes below); "
                              "a flag given explicitly overrides its recipe value")
     parser.add_argument("--epochs", type=positive_int,
-                        help=f"maximum epochs ({recipe_help('epochs')}; early stopping "
-                             "after 8 epochs without a better validation F1 may end sooner)")
+                        help=f"maximum epochs ({recipe_help('epochs')}; on the built-in synthetic set "
+                             + ", ".join(f"{recipe} recipe {task} {n}" for (recipe, task), n in SYNTHETIC_EPOCHS.items())
+                             + "; the plateau schedule's early stopping after 8 epochs without a better "
+                             "validation F1 may end sooner)")
     parser.add_argument("--batch-size", type=positive_int, help=f"images per batch ({recipe_help('batch_size')})")
     parser.add_argument("--lr", type=positive_float, help=f"learning rate ({recipe_help('lr')})")
     parser.add_argument("--img-size", type=int, help="images are resized to this square size "
@@ -201,6 +203,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     recipe = recipe_values(args.recipe, args.task)
     warmup_given = getattr(args, "lr_warmup", None) is not None
+    if args.epochs is None and not args.data:
+        args.epochs = SYNTHETIC_EPOCHS.get((args.recipe, args.task))
     for key, value in {**TASK_DEFAULTS[args.task], **recipe}.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)

@@ -83,6 +83,16 @@ def test_the_default_recipes_warm_up_is_its_share_of_the_epochs():
     assert parse_args(["--epochs", "2", "--lr-warmup", "1"]).lr_warmup == 1.0
 
 
+def test_the_synthetic_set_trains_for_its_own_epochs_only_without_data_and_epochs():
+    from glasscuda.tasks.recipes import SYNTHETIC_EPOCHS
+    synthetic = SYNTHETIC_EPOCHS[("default", "binary")]
+    assert synthetic < RECIPES["default"]["binary"]["epochs"]
+    assert parse_args([]).epochs == synthetic
+    assert parse_args(["--data", "somewhere"]).epochs == RECIPES["default"]["binary"]["epochs"]
+    assert parse_args(["--epochs", "7"]).epochs == 7
+    assert parse_args(["--recipe", "seed"]).epochs == RECIPES["seed"]["binary"]["epochs"]
+
+
 def test_the_seed_binary_model_config_is_the_one_before_recipes():
     args = parse_args(["--recipe", "seed"])
     model = BinaryDetector(in_channels=1, image_size=args.img_size, head=args.head, batchnorm=args.batchnorm,
@@ -165,12 +175,18 @@ def test_weight_average_follows_its_recurrence(rng, decay):
     np.testing.assert_array_equal(opt.data, weights.astype(opt.data.dtype))
 
 
-def test_weight_average_applied_swaps_in_and_restores_even_on_error(rng):
+def _averaged(rng, decay, steps):
+    """An optimizer's layer, the optimizer, and its WeightAverage after ``steps`` random weights."""
     layer, opt = _optimizer(rng)
-    average = WeightAverage(opt, 0.9)
-    for _ in range(4):
+    average = WeightAverage(opt, decay)
+    for _ in range(steps):
         opt.data[...] = rng.standard_normal(opt.data.shape)
         average.update()
+    return layer, opt, average
+
+
+def test_weight_average_applied_swaps_in_and_restores_even_on_error(rng):
+    layer, opt, average = _averaged(rng, 0.9, 4)
     trained = opt.data.copy()
     trained_weight = layer.weight.data.copy()
     kept = average.average.copy()
@@ -189,11 +205,7 @@ def test_weight_average_applied_swaps_in_and_restores_even_on_error(rng):
 
 
 def test_weight_average_state_round_trip(rng):
-    layer, opt = _optimizer(rng)
-    average = WeightAverage(opt, 0.8)
-    for _ in range(5):
-        opt.data[...] = rng.standard_normal(opt.data.shape)
-        average.update()
+    layer, opt, average = _averaged(rng, 0.8, 5)
     state = average.state_dict()
     twin_layer, twin_opt = _optimizer(rng, seed=1)
     twin = WeightAverage(twin_opt, 0.8)

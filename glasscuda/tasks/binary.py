@@ -4,10 +4,11 @@ The seed recipe: BinaryDetector + BCE (probability clamped) + Adam,
 ReduceLROnPlateau on validation F1 (patience 3, factor 0.5), early stopping
 (patience 8), balanced batches with random flips and quarter turns on the
 device, a decision threshold searched on validation, and the test split
-scored only at that threshold. The flags of ``--recipe`` (see
-:mod:`glasscuda.tasks.recipes`) add batch norm, a pooled head, a wider
-backbone, AdamW, a warm-up + cosine schedule, a moving average of the
-weights, more augmentation and flip TTA.
+scored only at that threshold. The other flags (their values per
+``--recipe`` in :mod:`glasscuda.tasks.recipes`) add batch norm, an average-
+or max-pooled head, a wider backbone, AdamW, a warm-up + cosine schedule, a
+moving average of the weights, more augmentation, flip TTA and the
+prevalence threshold rule.
 """
 from __future__ import annotations
 
