@@ -100,7 +100,7 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/<task>)")
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="default",
                         help="the defaults of the training flags below: 'seed' is the source report's recipe "
-                             "as written, 'default' the best measured on real images (see Recipes below); "
+                             "as written, 'default' the best measured on real images (each flag's help gives its value in both); "
                              "a flag given explicitly overrides its recipe value")
     parser.add_argument("--epochs", type=positive_int,
                         help=f"maximum epochs ({recipe_help('epochs')}; on the built-in synthetic set "
@@ -127,7 +127,7 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     glass = parser.add_argument_group(
         "glass tasks (binary and multilabel)",
-        _wrapped("Defaults: the --recipe's value for the task (see Recipes below)."))
+        _wrapped("Defaults: the --recipe's value for the task, given in each flag's help."))
     glass.add_argument("--weight-decay", type=non_negative_float,
                        help=f"decoupled (AdamW) weight decay; 0 is plain Adam ({recipe_help('weight_decay')})")
     glass.add_argument("--tta", action=argparse.BooleanOptionalAction,
