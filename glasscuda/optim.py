@@ -186,10 +186,8 @@ class ReduceLROnPlateau:
 
 
 class _EpochSchedule:
-    """A learning rate that is a function ``lr_at(epoch)`` of the (possibly fractional) epoch."""
-
-    def lr_at(self, epoch: float) -> float:
-        raise NotImplementedError
+    """A learning rate that is a function ``lr_at(epoch)`` of the (possibly fractional) epoch; subclasses
+    define ``lr_at`` and set ``optimizer``, ``base_lr`` and ``epoch``."""
 
     def step(self, epoch: float | None = None) -> None:
         self.epoch = self.epoch + 1 if epoch is None else float(epoch)
