@@ -1,7 +1,7 @@
 """Train and test one recipe on one dataset over several seeds; write a Markdown table of the results.
 
     python -m bench.quality DATA [--task {binary,multilabel}] [--recipe {seed,default}] [--seeds 0,1,2]
-                            [--name NAME] [--label LABEL] [--runs DIR] [--out FILE] [--localise]
+                            [--name NAME] [--label LABEL] [--runs DIR] [--out FILE] [--localise] [--add]
                             [-- EXTRA TRAIN ARGS...]
 
 Each seed is one ``python -m glasscuda.train`` process on the CPU, writing into
@@ -14,7 +14,10 @@ peaks with glasscuda.evaluation.localisation.
 The results file (default bench/results/quality-<name>.md) holds one ``## <label>``
 section per label; a run replaces its own section and keeps the others. The
 Markdown is rendered from a JSON twin next to it, which holds the same
-sections as numbers.
+sections as numbers. ``--add`` puts more seeds into a label's section instead
+of replacing it, when their train command is the section's (a seed run again
+replaces its own row); the header then names each commit and date with its
+seeds.
 """
 from __future__ import annotations
 
@@ -202,7 +205,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m bench.quality",
         usage="%(prog)s DATA [--task {binary,multilabel}] [--recipe {seed,default}] [--seeds 0,1,2]\n"
-              "       [--name NAME] [--label LABEL] [--runs DIR] [--out FILE] [--localise]\n"
+              "       [--name NAME] [--label LABEL] [--runs DIR] [--out FILE] [--localise] [--add]\n"
               "       [-- EXTRA TRAIN ARGS...]",
         description="Train and test one recipe on one dataset for several seeds (one python -m "
                     "glasscuda.train process each, on the CPU) and write a Markdown table of the test "
@@ -228,6 +231,9 @@ def parse_args(argv=None):
     parser.add_argument("--localise", action="store_true",
                         help="multilabel: also score where the heatmap peaks fall (predict --heatmaps "
                              "on DATA/test/img; peak-in-box rate per defect class)")
+    parser.add_argument("--add", action="store_true",
+                        help="add these seeds to the label's section (run with the same train command) "
+                             "instead of replacing the section")
     args = parser.parse_args(argv)
     args.train_args = train_args
     if args.localise and args.task != "multilabel":
@@ -256,23 +262,50 @@ def seed_list(text: str) -> list[int]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = header(args)
+    json_path = args.out.with_suffix(".json")
+    sections = json.loads(json_path.read_text())["sections"] if json_path.exists() else {}
     try:
+        kept = kept_rows(args, sections.get(args.label), started)
         rows = [run_seed(args, seed) for seed in args.seeds]
     except BenchError as error:
         print(f"[bench.quality] error: {error}\n[bench.quality] {args.out} left unchanged", file=sys.stderr)
         return 1
+    if kept:
+        started = merged_header(sections[args.label]["header"], started)
+    rows = sorted(kept + rows, key=lambda row: row["seed"])
     cols = columns(args.task, rows)
     stats = {key: mean_std([r.get(key) for r in rows]) for key, _ in cols}
     section = {"header": started, "columns": cols, "rows": rows,
                "mean": {k: m for k, (m, _) in stats.items()}, "std": {k: s for k, (_, s) in stats.items()}}
-    json_path = args.out.with_suffix(".json")
-    sections = json.loads(json_path.read_text())["sections"] if json_path.exists() else {}
     sections[args.label] = section     # replaces that label's section in place, keeps the others
     write_json_atomic(json_path, {"sections": sections})
     write_text_atomic(args.out, render(sections))
     print(section_markdown(args.label, section))
     print(f"[bench.quality] wrote {args.out} and {json_path}")
     return 0
+
+
+def kept_rows(args, section: dict | None, started: dict) -> list[dict]:
+    """With --add, the section's rows of the seeds not run again; checked before anything trains."""
+    if not args.add:
+        return []
+    if section is None:
+        raise BenchError(f"--add: {args.out.with_suffix('.json')} has no section {args.label!r} to add to")
+    if section["header"]["train command"] != started["train command"]:
+        raise BenchError(f"--add: section {args.label!r} was run as\n  {section['header']['train command']}\n"
+                         f"not as\n  {started['train command']}\n(give the same flags and --runs, "
+                         "or a new --label)")
+    return [row for row in section["rows"] if row["seed"] not in args.seeds]
+
+
+def merged_header(old: dict, new: dict) -> dict:
+    """``new`` with the seeds of both runs, and commit and date per run where they differ."""
+    merged = dict(new)
+    merged["seeds"] = ",".join(sorted(set(old["seeds"].split(",")) | set(new["seeds"].split(",")), key=int))
+    for key in ("commit", "date", "versions"):
+        if old[key] != new[key]:
+            merged[key] = f"{old[key]} (seeds {old['seeds']}); {new[key]} (seeds {new['seeds']})"
+    return merged
 
 
 if __name__ == "__main__":

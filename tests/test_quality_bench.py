@@ -89,3 +89,29 @@ def test_a_dataset_without_the_layout_is_named(tmp_path, capsys):
         quality.main([str(tmp_path / "data"), "--out", str(tmp_path / "q.md")])
     assert "train/txt: not found" in capsys.readouterr().err
     assert not (tmp_path / "q.md").exists()
+
+
+def test_add_puts_seeds_into_a_section_run_the_same_way(tiny_glass, tmp_path, capsys):  # noqa: F811
+    assert run_quality(tiny_glass, tmp_path, "--recipe", "seed", "--seeds", "0,1", "--label", "A", *TRAIN) == 0
+    first = json.loads((tmp_path / "q.json").read_text())["sections"]["A"]
+
+    before = {name: (tmp_path / name).read_bytes() for name in ("q.md", "q.json")}
+    capsys.readouterr()
+    assert run_quality(tiny_glass, tmp_path, "--recipe", "seed", "--seeds", "2", "--label", "A", "--add",
+                       "--", "--img-size", "32", "--epochs", "1") != 0
+    assert "was run as" in capsys.readouterr().err
+    assert run_quality(tiny_glass, tmp_path, "--seeds", "2", "--label", "B", "--add", *TRAIN) != 0
+    assert "no section 'B'" in capsys.readouterr().err
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    assert not (tmp_path / "runs" / "set" / "A" / "seed2").exists(), "a refused --add trained anyway"
+
+    assert run_quality(tiny_glass, tmp_path, "--recipe", "seed", "--seeds", "2", "--label", "A", "--add",
+                       *TRAIN) == 0
+    merged = json.loads((tmp_path / "q.json").read_text())["sections"]["A"]
+    assert [row["seed"] for row in merged["rows"]] == [0, 1, 2]
+    assert merged["rows"][:2] == first["rows"]
+    f1s = [metrics(tmp_path, "A", seed)["final"]["test"]["f1"] for seed in (0, 1, 2)]
+    assert merged["mean"]["f1"] == pytest.approx(statistics.fmean(f1s))
+    assert merged["std"]["f1"] == pytest.approx(statistics.stdev(f1s))
+    assert merged["header"]["seeds"] == "0,1,2"
+    assert list(table(section((tmp_path / "q.md").read_text(), "A"))) == ["0", "1", "2", "mean ± std"]
