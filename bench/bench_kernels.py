@@ -104,6 +104,55 @@ def test_col2im(benchmark, peer, layer):
                 check=check_array("col2im"), bytes_moved=col.nbytes + x_bytes)
 
 
+# The first convolution, both ways ------------------------------------------------------------
+
+FIRST = CONV_LAYERS[0]
+METHODS = {"gemm": "im2col + GEMM", "direct": "direct"}
+methods = pytest.mark.parametrize("method", list(METHODS))
+
+
+def _first_conv_inputs():
+    weight = random((FIRST.out_channels, FIRST.in_channels, FIRST.kernel, FIRST.kernel), seed=60) * 0.2
+    return random(FIRST.input_shape, seed=61), weight, random((FIRST.out_channels,), seed=62)
+
+
+@peers
+@methods
+def test_first_conv_forward(benchmark, peer, method):
+    """conv1 with its bias and ReLU; the network runs it direct (ops.conv_method)."""
+    x, weight, bias = _first_conv_inputs()
+    time_kernel(benchmark, peer, group=f"conv forward + ReLU {FIRST.describe()} ({METHODS[method]})",
+                inputs=(x, weight, bias),
+                reference_fn=lambda x, w, b: R.relu(R.conv2d(x, w, b, padding=FIRST.padding)),
+                glasscuda_fn=lambda be, x, w, b: ops.conv2d_forward(be, x, w, b, padding=FIRST.padding,
+                                                                    relu=True, method=method)[0],
+                check=check_array("conv forward", tol=1e-4))
+
+
+@peers
+@methods
+def test_first_conv_weight_grad(benchmark, peer, method):
+    """conv1's weight and bias gradients (the first layer needs no input gradient), from what its forward
+    kept: im2col's columns, or the input itself."""
+    x, weight, _ = _first_conv_inputs()
+    dy = random(FIRST.output_shape, seed=63)
+    g = FIRST.geometry()
+    saved = x if method == "direct" else R.im2col(x, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW).astype(np.float32)
+
+    def glasscuda_fn(be, dy, saved, weight):
+        return ops.conv2d_backward(be, dy, saved, x.shape, weight, padding=FIRST.padding, need_dx=False,
+                                   method=method)[1:]
+
+    def check(actual, expected):
+        assert_close(actual[0], expected[1], 1e-4, "conv weight gradient")
+        assert_close(actual[1], expected[2], 1e-4, "conv bias gradient")
+
+    time_kernel(benchmark, peer, group=f"conv weight gradient {FIRST.describe()} ({METHODS[method]})",
+                inputs=(dy, saved, weight),
+                reference_fn=lambda dy, _, w: R.conv2d_backward(dy, x, w, padding=FIRST.padding),
+                glasscuda_fn=glasscuda_fn, check=check)
+
+
 # Max pooling 2x2, stride 2, after each conv ----------------------------------
 
 @peers

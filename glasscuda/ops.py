@@ -2,7 +2,8 @@
 
 Each function takes a :class:`~glasscuda.backend.Backend` and arrays on its
 device and returns new arrays. Convolution is im2col + GEMM (the array
-library's BLAS) + bias; its backward is GEMMs + col2im + bias_grad. Everything
+library's BLAS) + bias; its backward is GEMMs + col2im + bias_grad. A
+convolution with few taps per output (the first layer) runs direct instead. Everything
 elementwise, every reduction that defines a result, and every index shuffle is
 a hand-written kernel; NumPy/CuPy provide allocation and GEMM only.
 
@@ -111,17 +112,33 @@ def swap_outer_axes(be, x, A, B, L):
     return y
 
 
-def conv2d_forward(be, x, weight, bias, stride=1, padding=0, relu=False):
-    """y = conv(x, weight) + bias, then ReLU when ``relu``. Returns (y [N, O, HO, WO], col) — col is kept
-    for backward.
+DIRECT_CONV_MAX_TAPS = 32   # C*KH*KW up to which a convolution runs direct (kernels/conv_direct.cu)
+DIRECT_CONV_GRAD_ELEMENTS = 4096   # dy elements (whole output rows) per partial sum of the direct weight gradient
 
-    One GEMM for the whole batch gives channel-major [O, N, HO*WO]; one pass
-    (swap_outer_axes_bias) restores NCHW, adding the bias and applying the ReLU
-    on the way.
+
+def conv_method(geometry: ConvGeometry) -> str:
+    """How a convolution runs: "direct" with few taps per output (a grayscale or RGB first layer), where
+    im2col's columns would be a skinny GEMM over a copy of the images many times their size; else "gemm"."""
+    return "direct" if geometry.C * geometry.KH * geometry.KW <= DIRECT_CONV_MAX_TAPS else "gemm"
+
+
+def conv2d_forward(be, x, weight, bias, stride=1, padding=0, relu=False, method=None):
+    """y = conv(x, weight) + bias, then ReLU when ``relu``. Returns (y [N, O, HO, WO], saved) — saved is
+    what conv2d_backward needs: im2col's columns, or x itself for the direct method.
+
+    ``method`` is "gemm", "direct" or None (:func:`conv_method` chooses by shape). "gemm": one GEMM for
+    the whole batch gives channel-major [O, N, HO*WO]; one pass (swap_outer_axes_bias) restores NCHW,
+    adding the bias and applying the ReLU on the way. "direct": one pass, kernels/conv_direct.cu.
     """
     g = ConvGeometry.of(x.shape, weight.shape, stride, padding)
-    col = im2col(be, x, g)
     O = weight.shape[0]
+    if (method or conv_method(g)) == "direct":
+        y = be.xp.empty((g.N, O, g.HO, g.WO), dtype=x.dtype)
+        bias = be.xp.zeros(O, dtype=x.dtype) if bias is None else bias
+        be.launch("conv_direct_forward", x=x, weight=weight, bias=bias, y=y, O=O, relu=int(relu),
+                  **g.kernel_args())
+        return y, x
+    col = im2col(be, x, g)
     y = be.xp.matmul(weight.reshape(O, -1), col)          # [O, N*HO*WO]
     if bias is None:
         out = swap_outer_axes(be, y, O, g.N, g.HO * g.WO)
@@ -132,18 +149,41 @@ def conv2d_forward(be, x, weight, bias, stride=1, padding=0, relu=False):
     return out.reshape(g.N, O, g.HO, g.WO), col
 
 
-def conv2d_backward(be, dy, col, x_shape, weight, stride=1, padding=0, need_dx=True):
-    """Gradients of conv2d_forward: (dx or None, dweight, dbias)."""
+def conv2d_backward(be, dy, saved, x_shape, weight, stride=1, padding=0, need_dx=True, method=None):
+    """Gradients of conv2d_forward: (dx or None, dweight, dbias); ``saved`` and ``method`` as it had them."""
     g = ConvGeometry.of(x_shape, weight.shape, stride, padding)
     O = weight.shape[0]
+    if (method or conv_method(g)) == "direct":
+        dweight, dbias = conv_direct_grad(be, dy, saved, g, O)
+        if not need_dx:
+            return None, dweight.reshape(weight.shape), dbias
+        saved = im2col(be, saved, g)     # the input gradient as the GEMM method takes it
+        dy = swap_outer_axes(be, dy, g.N, O, g.HO * g.WO).reshape(O, -1)
+        return col2im(be, be.xp.matmul(weight.reshape(O, -1).T, dy), g), dweight.reshape(weight.shape), dbias
     dy = swap_outer_axes(be, dy, g.N, O, g.HO * g.WO).reshape(O, -1)   # channel-major, as the forward GEMM
-    dweight = be.xp.matmul(dy, col.T).reshape(weight.shape)
+    dweight = be.xp.matmul(dy, saved.T).reshape(weight.shape)
     dbias = bias_grad(be, dy, 1, O, g.N * g.HO * g.WO)
     dx = None
     if need_dx:
         dcol = be.xp.matmul(weight.reshape(O, -1).T, dy)  # [C*KH*KW, N*HO*WO]
         dx = col2im(be, dcol, g)
     return dx, dweight, dbias
+
+
+def conv_direct_grad(be, dy, x, g: ConvGeometry, O: int):
+    """(dweight [O, C*KH*KW], dbias [O]) of the direct method: partial sums per image and chunk of output
+    rows (small enough that a chunk's dy and x stay in cache while every tap reads them, and that a device
+    gets many threads), then one sum per weight, in a fixed order."""
+    rows = max(1, min(g.HO, DIRECT_CONV_GRAD_ELEMENTS // g.WO))
+    J = -(-g.HO // rows)
+    T = g.C * g.KH * g.KW + 1
+    partial = be.xp.empty(g.N * J * O * T, dtype=dy.dtype)
+    be.launch("conv_direct_grad_partial", dy=be.xp.ascontiguousarray(dy), x=x, partial=partial, O=O, rows=rows,
+              J=J, **g.kernel_args())
+    dweight = be.xp.empty((O, T - 1), dtype=dy.dtype)
+    dbias = be.xp.empty(O, dtype=dy.dtype)
+    be.launch("conv_direct_grad_reduce", partial=partial, dweight=dweight, dbias=dbias, O=O, T=T, K=g.N * J)
+    return dweight, dbias
 
 
 # Pooling --------------------------------------------------------------------

@@ -101,6 +101,39 @@ def conv2d_backward(dy, x, weight, stride=1, padding=0):
     return dx, dweight, dy.sum(axis=(0, 2, 3))
 
 
+def conv_direct(x, weight, bias, SH=1, SW=1, PH=0, PW=0, relu=False):
+    """conv2d with separate strides and paddings per axis, then ReLU when ``relu``: [N, O, HO, WO]."""
+    x, weight, bias = _f64(x, weight, bias)
+    N, _, H, W = x.shape
+    O, _, KH, KW = weight.shape
+    HO, WO = conv_output_size(H, KH, SH, PH), conv_output_size(W, KW, SW, PW)
+    y = weight.reshape(O, -1) @ im2col(x, KH, KW, SH, SW, PH, PW) + bias[:, None]
+    y = y.reshape(O, N, HO, WO).transpose(1, 0, 2, 3)
+    return np.maximum(y, 0) if relu else y
+
+
+def conv_direct_grad_partial(dy, x, KH, KW, SH, SW, PH, PW, rows):
+    """[N*J, O, C*KH*KW + 1]: per image and chunk of ``rows`` output rows, each weight's sum of dy times its
+    input, then the sum of dy (kernels/conv_direct.cu)."""
+    dy, x = _f64(dy, x)
+    N, O, HO, WO = dy.shape
+    J = -(-HO // rows)
+    col = im2col(x, KH, KW, SH, SW, PH, PW).reshape(-1, N, HO, WO)
+    col = np.concatenate([col, np.ones((1, N, HO, WO))])        # the bias tap
+    partial = np.zeros((N, J, O, col.shape[0]))
+    for j in range(J):
+        chunk = slice(j * rows, (j + 1) * rows)
+        partial[:, j] = np.einsum("nohw,tnhw->not", dy[:, :, chunk], col[:, :, chunk])
+    return partial.reshape(N * J, O, -1)
+
+
+def conv_direct_grad_reduce(partial):
+    """partial [K, O, T] -> (dweight [O, T-1], dbias [O]): the sums over k."""
+    (partial,) = _f64(partial)
+    total = partial.sum(axis=0)
+    return total[:, :-1], total[:, -1]
+
+
 def maxpool2d(x, KH, KW=None, SH=None, SW=None):
     """(y, argmax): argmax is h*W + w of the first maximum of each window.
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from conftest import POISON_INT, poisoned, rel_err
@@ -133,6 +133,36 @@ def run_col2im(be, dtype, rng, **geometry):
     out = launch(be, "col2im", dtype, {"col": col}, {"x": x_shape}, **g)
     expected = ref.col2im(col, x_shape, g["KH"], g["KW"], g["SH"], g["SW"], g["PH"], g["PW"])
     return [Result("x", out["x"], expected)]
+
+
+def run_conv_direct_forward(be, dtype, rng, O, relu, **geometry):
+    g = conv_ints(**geometry)
+    x = normal(rng, (g["N"], g["C"], g["H"], g["W"]), dtype)
+    weight, bias = normal(rng, (O, g["C"], g["KH"], g["KW"]), dtype), normal(rng, (O,), dtype)
+    out = launch(be, "conv_direct_forward", dtype, {"x": x, "weight": weight, "bias": bias},
+                 {"y": (g["N"], O, g["HO"], g["WO"])}, O=O, relu=relu, **g)
+    expected = ref.conv_direct(x, weight, bias, g["SH"], g["SW"], g["PH"], g["PW"], relu=relu)
+    return [Result("y", out["y"], expected, GEMM)]
+
+
+def run_conv_direct_grad_partial(be, dtype, rng, O, rows, **geometry):
+    g = conv_ints(**geometry)
+    J = -(-g["HO"] // rows)
+    x = normal(rng, (g["N"], g["C"], g["H"], g["W"]), dtype)
+    dy = normal(rng, (g["N"], O, g["HO"], g["WO"]), dtype)
+    T = g["C"] * g["KH"] * g["KW"] + 1
+    out = launch(be, "conv_direct_grad_partial", dtype, {"dy": dy, "x": x}, {"partial": (g["N"] * J, O, T)},
+                 O=O, rows=rows, J=J, **g)
+    expected = ref.conv_direct_grad_partial(dy, x, g["KH"], g["KW"], g["SH"], g["SW"], g["PH"], g["PW"], rows)
+    return [Result("partial", out["partial"], expected, GEMM)]
+
+
+def run_conv_direct_grad_reduce(be, dtype, rng, O, T, K):
+    partial = normal(rng, (K, O, T), dtype)
+    out = launch(be, "conv_direct_grad_reduce", dtype, {"partial": partial},
+                 {"dweight": (O, T - 1), "dbias": (O,)}, O=O, T=T, K=K)
+    dweight, dbias = ref.conv_direct_grad_reduce(partial)
+    return [Result("dweight", out["dweight"], dweight), Result("dbias", out["dbias"], dbias)]
 
 
 def run_maxpool_forward(be, dtype, rng, ties=False, **geometry):
@@ -446,6 +476,8 @@ def run_batchnorm_fold_conv(be, dtype, rng, O, K, eps=1e-5):
 
 RUNNERS = {
     "im2col": run_im2col, "col2im": run_col2im,
+    "conv_direct_forward": run_conv_direct_forward, "conv_direct_grad_partial": run_conv_direct_grad_partial,
+    "conv_direct_grad_reduce": run_conv_direct_grad_reduce,
     "maxpool_forward": run_maxpool_forward, "maxpool_backward": run_maxpool_backward,
     "maxpool_backward_disjoint": run_maxpool_backward_disjoint,
     "global_avgpool_forward": run_global_avgpool_forward,
@@ -937,13 +969,15 @@ def test_rotate_bilinear_by_half_pi_is_numpy_rot90(cpu, rng, dtype, S):
 
 # The ops.* wrappers ----------------------------------------------------------
 
-def run_op_conv2d(be, dtype, rng, N, C, H, W, O, K, S, P, bias=True):
+def run_op_conv2d(be, dtype, rng, N, C, H, W, O, K, S, P, bias=True, method=None):
     x, weight = normal(rng, (N, C, H, W), dtype), normal(rng, (O, C, K, K), dtype)
     b = normal(rng, (O,), dtype) if bias else None
     X, Wt = be.asarray(x), be.asarray(weight)
-    y, col = ops.conv2d_forward(be, X, Wt, None if b is None else be.asarray(b), stride=S, padding=P)
+    y, saved = ops.conv2d_forward(be, X, Wt, None if b is None else be.asarray(b), stride=S, padding=P,
+                                  method=method)
     dy = normal(rng, y.shape, dtype)
-    dx, dweight, dbias = ops.conv2d_backward(be, be.asarray(dy), col, x.shape, Wt, stride=S, padding=P)
+    dx, dweight, dbias = ops.conv2d_backward(be, be.asarray(dy), saved, x.shape, Wt, stride=S, padding=P,
+                                             method=method)
     want_dx, want_dweight, want_dbias = ref.conv2d_backward(dy, x, weight, stride=S, padding=P)
     to = be.to_numpy
     return [Result("y", to(y), ref.conv2d(x, weight, b, stride=S, padding=P), GEMM),
@@ -1086,6 +1120,13 @@ OP_CASES = {
         dict(N=3, C=2, H=6, W=6, O=5, K=3, S=2, P=0),
         dict(N=1, C=1, H=3, W=3, O=2, K=5, S=1, P=2, bias=False),
         dict(N=4, C=16, H=16, W=16, O=32, K=3, S=1, P=1),
+        # each method where the shape would pick the other (conv_method)
+        dict(N=2, C=3, H=7, W=6, O=4, K=3, S=1, P=1, method="gemm"),
+        dict(N=2, C=1, H=20, W=20, O=8, K=5, S=1, P=2, method="gemm"),
+        dict(N=2, C=2, H=9, W=7, O=3, K=3, S=2, P=1, method="direct"),
+        dict(N=1, C=3, H=8, W=11, O=2, K=5, S=2, P=2, method="direct"),
+        dict(N=1, C=1, H=3, W=3, O=2, K=5, S=1, P=2, bias=False, method="direct"),
+        dict(N=2, C=16, H=10, W=10, O=8, K=3, S=1, P=1, method="direct"),
     ]),
     "linear": (run_op_linear, [dict(N=1, IN=1, OUT=1), dict(N=5, IN=7, OUT=3), dict(N=32, IN=300, OUT=17)]),
     "maxpool2d": (run_op_maxpool2d, [dict(N=2, C=3, H=8, W=8, K=2, S=None), dict(N=1, C=2, H=7, W=9, K=3, S=2),
@@ -1117,12 +1158,27 @@ def test_op_matches_oracle(cpu, rng, dtype, op, case):
 
 @each_dtype
 @given(N=st.integers(1, 3), C=st.integers(1, 3), H=st.integers(3, 9), W=st.integers(3, 9),
-       O=st.integers(1, 4), K=st.sampled_from([1, 3]), S=st.sampled_from([1, 2]), P=st.integers(0, 1),
-       seed=seeds)
-def test_op_conv2d_random_shapes(cpu, dtype, N, C, H, W, O, K, S, P, seed):
+       O=st.integers(1, 4), K=st.sampled_from([1, 3, 5]), S=st.sampled_from([1, 2]), P=st.integers(0, 2),
+       method=st.sampled_from(["gemm", "direct"]), seed=seeds)
+def test_op_conv2d_random_shapes(cpu, dtype, N, C, H, W, O, K, S, P, method, seed):
     P = min(P, K - 1)
-    check(run_op_conv2d(cpu, dtype, np.random.default_rng(seed), N=N, C=C, H=H, W=W, O=O, K=K, S=S, P=P),
-          dtype, "ops conv2d: ")
+    assume(K <= H + 2 * P and K <= W + 2 * P)
+    check(run_op_conv2d(cpu, dtype, np.random.default_rng(seed), N=N, C=C, H=H, W=W, O=O, K=K, S=S, P=P,
+                        method=method), dtype, f"ops conv2d ({method}): ")
+
+
+def test_the_first_layer_runs_direct_and_the_others_by_gemm(cpu, rng):
+    """conv_method by shape: few taps per output (one or three input channels) direct, the rest im2col + GEMM;
+    the forward keeps its input (direct) or im2col's columns (GEMM) for the backward."""
+    def method(C, K):
+        return ops.conv_method(ops.ConvGeometry.of((2, C, 16, 16), (4, C, K, K), 1, K // 2))
+
+    assert [method(1, 5), method(3, 3), method(1, 3)] == ["direct"] * 3
+    assert [method(16, 3), method(3, 5), method(32, 3)] == ["gemm"] * 3
+    for C, K in [(1, 5), (16, 3)]:
+        x, weight = normal(rng, (2, C, 16, 16), np.float32), normal(rng, (4, C, K, K), np.float32)
+        _, saved = ops.conv2d_forward(cpu, x, weight, None, padding=K // 2)
+        assert saved.shape == (x.shape if method(C, K) == "direct" else (C * K * K, 2 * 16 * 16))
 
 
 def test_ops_reject_inconsistent_shapes(cpu):

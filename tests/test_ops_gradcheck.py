@@ -39,18 +39,21 @@ def distinct(rng, shape):
     return (rng.permutation(n) * 0.01 - 0.005 * n).reshape(shape)
 
 
+@pytest.mark.parametrize("method", ["gemm", "direct"])
 @pytest.mark.parametrize("K,stride,padding", [(3, 1, 1), (3, 2, 1), (5, 2, 2), (1, 2, 0), (3, 2, 0)])
-def test_conv2d_gradients(cpu, rng, K, stride, padding):
+def test_conv2d_gradients(cpu, rng, K, stride, padding, method):
     x = rng.standard_normal((2, 2, 7, 6))
     weight = rng.standard_normal((3, 2, K, K))
     bias = rng.standard_normal(3)
-    y, col = ops.conv2d_forward(cpu, x, weight, bias, stride=stride, padding=padding)
+    y, saved = ops.conv2d_forward(cpu, x, weight, bias, stride=stride, padding=padding, method=method)
     R = rng.standard_normal(y.shape)
 
     def f():
-        return float(np.sum(ops.conv2d_forward(cpu, x, weight, bias, stride=stride, padding=padding)[0] * R))
+        return float(np.sum(ops.conv2d_forward(cpu, x, weight, bias, stride=stride, padding=padding,
+                                               method=method)[0] * R))
 
-    dx, dweight, dbias = ops.conv2d_backward(cpu, R, col, x.shape, weight, stride=stride, padding=padding)
+    dx, dweight, dbias = ops.conv2d_backward(cpu, R, saved, x.shape, weight, stride=stride, padding=padding,
+                                             method=method)
     assert_gradient(dx, numerical_gradient(f, x), "conv2d dx")
     assert_gradient(dweight, numerical_gradient(f, weight), "conv2d dweight")
     assert_gradient(dbias, numerical_gradient(f, bias), "conv2d dbias")

@@ -32,6 +32,23 @@ _POOL_VALID = dict(N=2, C=1, H=5, W=4, KH=2, KW=2, SH=2, SW=2, HO=2, WO=2)
 CASES: dict[str, KernelCases] = {
     "im2col": KernelCases(valid=_CONV_VALID, cases=_CONV_CASES),
     "col2im": KernelCases(valid=_CONV_VALID, cases=_CONV_CASES),
+    "conv_direct_forward": KernelCases(
+        valid=dict(_CONV_VALID, O=2, relu=1),
+        cases=(dict(N=2, C=1, H=7, W=6, KH=5, KW=5, SH=1, SW=1, PH=2, PW=2, O=3, relu=0),
+               dict(N=2, C=3, H=7, W=5, KH=3, KW=3, SH=2, SW=2, PH=1, PW=1, O=4, relu=1),
+               dict(N=1, C=2, H=6, W=9, KH=5, KW=3, SH=1, SW=2, PH=2, PW=0, O=2, relu=1),
+               dict(N=2, C=1, H=40, W=40, KH=5, KW=5, SH=1, SW=1, PH=2, PW=2, O=8, relu=1))),
+    "conv_direct_grad_partial": KernelCases(
+        valid=dict(_CONV_VALID, O=2, rows=2, J=2),
+        cases=(dict(N=2, C=1, H=7, W=6, KH=5, KW=5, SH=1, SW=1, PH=2, PW=2, O=3, rows=7),
+               dict(N=2, C=3, H=7, W=5, KH=3, KW=3, SH=2, SW=2, PH=1, PW=1, O=4, rows=3),
+               dict(N=1, C=2, H=6, W=9, KH=5, KW=3, SH=1, SW=2, PH=2, PW=0, O=2, rows=1),
+               dict(N=2, C=1, H=40, W=40, KH=5, KW=5, SH=1, SW=1, PH=2, PW=2, O=8, rows=16))),
+    "conv_direct_grad_reduce": KernelCases(
+        valid=dict(O=2, T=4, K=3),
+        cases=(dict(O=3, T=26, K=1),
+               dict(O=4, T=28, K=7),
+               dict(O=16, T=26, K=300))),
     "maxpool_forward": KernelCases(
         valid=_POOL_VALID,
         cases=(dict(N=2, C=3, H=7, W=9, KH=2, KW=2, SH=2, SW=2),

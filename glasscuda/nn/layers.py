@@ -43,7 +43,8 @@ def _uniform(rng, bound, shape):
 
 
 class Conv2d(Module):
-    """2-D convolution (cross-correlation) by im2col + GEMM, with bias."""
+    """2-D convolution (cross-correlation) with bias: im2col + GEMM, or direct with few input channels
+    (:func:`glasscuda.ops.conv_method`)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *, rng=None):
         super().__init__()
@@ -67,16 +68,16 @@ class Conv2d(Module):
         _check_input("Conv2d", x, 4, "[N, C, H, W]")
         if x.shape[1] != self.in_channels:
             raise ValueError(f"Conv2d: input has {x.shape[1]} channels, in_channels is {self.in_channels}")
-        y, col = ops.conv2d_forward(self.backend, x, self.weight.data, self.bias.data,
-                                    self.stride, self.padding, relu=relu is not None)
-        self._keep((col, x.shape))
+        y, saved = ops.conv2d_forward(self.backend, x, self.weight.data, self.bias.data,
+                                      self.stride, self.padding, relu=relu is not None)
+        self._keep((saved, x.shape))
         if relu is not None:
             relu._keep(y)   # what ReLU.forward would have kept
         return y
 
     def backward(self, grad_out, need_input_grad=True):
-        col, x_shape = self._take()
-        dx, dw, db = ops.conv2d_backward(self.backend, grad_out, col, x_shape, self.weight.data,
+        saved, x_shape = self._take()
+        dx, dw, db = ops.conv2d_backward(self.backend, grad_out, saved, x_shape, self.weight.data,
                                          self.stride, self.padding, need_dx=need_input_grad)
         self.weight.grad += dw
         self.bias.grad += db
