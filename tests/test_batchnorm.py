@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from conftest import numerical_gradient, rel_err
 from glasscuda import nn
+from glasscuda.backend import get_backend
 from glasscuda import reference as ref
 from test_kernels import GEMM, TOLERANCE, bn_input, check, normal, run_op_batchnorm
 
@@ -185,6 +186,37 @@ def test_folded_convolution_equals_conv_then_batch_norm_in_eval(rng, dtype, K, s
                                        bn.weight.data, bn.bias.data, 1e-3)
     assert_close(folded.weight.data, expected[0], dtype, "folded weight")
     assert_close(folded.bias.data, expected[1], dtype, "folded bias")
+
+
+@each_dtype
+@pytest.mark.parametrize("relu", [True, False])
+def test_eval_mode_runs_conv_and_batch_norm_as_one_folded_convolution(rng, dtype, relu):
+    """Sequential in eval mode folds each Conv2d -> BatchNorm2d (-> ReLU) into one convolution, afresh on every
+    call; in training mode it runs the layers one by one. Checked against the float64 oracle of the layers."""
+    from counting_backend import COUNTS, CountingBackend
+
+    be = CountingBackend(get_backend("cpu"))
+    conv = nn.Conv2d(3, 4, 3, padding=1, rng=rng)
+    bn = random_layer(rng, 4, dtype)
+    layers = [conv, bn, nn.ReLU(), nn.MaxPool2d(2)] if relu else [conv, bn, nn.MaxPool2d(2)]
+    net = nn.Sequential(*layers).to(be, dtype)
+    x = batch(rng, 2, 3, 8, 8, dtype)
+
+    def oracle():
+        y = ref.conv2d(x, be.to_numpy(conv.weight.data), be.to_numpy(conv.bias.data), padding=1)
+        y = ref.batchnorm(y, *(be.to_numpy(a) for a in (bn.running_mean, bn.running_var, bn.weight.data,
+                                                         bn.bias.data)), bn.eps)
+        return ref.maxpool2d(ref.relu(y) if relu else y, 2)[0]
+
+    for _ in range(2):
+        COUNTS.__init__()
+        with net.evaluating():
+            got = be.to_numpy(net.forward(be.asarray(x)))
+        assert COUNTS.launches["batchnorm_fold_conv"] == 1 and COUNTS.launches["batchnorm_forward"] == 0
+        assert_close(got, oracle(), dtype, "folded eval forward", GEMM)
+        net.train()
+        net.forward(be.asarray(batch(rng, 2, 3, 8, 8, dtype)))   # new running statistics: the next fold follows them
+        assert COUNTS.launches["batchnorm_forward"] == 1
 
 
 def test_fold_refuses_mismatched_layers(rng):

@@ -75,6 +75,18 @@ class Conv2d(Module):
             relu._keep(y)   # what ReLU.forward would have kept
         return y
 
+    def forward_folded(self, x, bn, relu: "ReLU | None" = None):
+        """bn(conv(x)) in eval mode (then ``relu``) as one convolution with the batch norm folded into its
+        weights and bias; nothing is kept for backward."""
+        x = self._input(x)
+        _check_input("Conv2d", x, 4, "[N, C, H, W]")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"Conv2d: input has {x.shape[1]} channels, in_channels is {self.in_channels}")
+        weight, bias = ops.fold_batchnorm_conv(self.backend, self.weight.data, self.bias.data, bn.running_mean,
+                                               bn.running_var, bn.weight.data, bn.bias.data, bn.eps)
+        return ops.conv2d_forward(self.backend, x, weight, bias, self.stride, self.padding,
+                                  relu=relu is not None)[0]
+
     def backward(self, grad_out, need_input_grad=True):
         saved, x_shape = self._take()
         dx, dw, db = ops.conv2d_backward(self.backend, grad_out, saved, x_shape, self.weight.data,
@@ -208,7 +220,10 @@ class Sequential(Module):
 
     A Conv2d followed by a ReLU runs as one pass after the GEMM (the bias and
     the ReLU applied as the GEMM's output is laid out), with the results of
-    the two layers one by one, to the bit.
+    the two layers one by one, to the bit. In eval mode a Conv2d followed by a
+    BatchNorm2d (and a ReLU) runs as one convolution whose weights and bias
+    have the batch norm folded in (``fold_batchnorm``), folded afresh on each
+    call so that it always follows the current parameters and statistics.
     """
 
     def __init__(self, *layers):
@@ -225,11 +240,18 @@ class Sequential(Module):
         return len(self.layers)
 
     def forward(self, x):
-        i = 0
-        while i < len(self.layers):
-            layer = self.layers[i]
-            if isinstance(layer, Conv2d) and i + 1 < len(self.layers) and isinstance(self.layers[i + 1], ReLU):
-                x = layer.forward(x, relu=self.layers[i + 1])   # one pass for the pair
+        from .batchnorm import BatchNorm2d   # batchnorm.py builds on this module
+
+        layers, i = self.layers, 0
+        while i < len(layers):
+            layer, after = layers[i], layers[i + 1:i + 3]
+            if (isinstance(layer, Conv2d) and not self.training and after and isinstance(after[0], BatchNorm2d)
+                    and not after[0].training):
+                relu = after[1] if len(after) > 1 and isinstance(after[1], ReLU) else None
+                x = layer.forward_folded(x, after[0], relu=relu)
+                i += 3 if relu is not None else 2
+            elif isinstance(layer, Conv2d) and after and isinstance(after[0], ReLU):
+                x = layer.forward(x, relu=after[0])   # one pass for the pair
                 i += 2
             else:
                 x = layer.forward(x)
