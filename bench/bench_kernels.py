@@ -119,7 +119,7 @@ def _first_conv_inputs():
 @peers
 @methods
 def test_first_conv_forward(benchmark, peer, method):
-    """conv1 with its bias and ReLU; the network runs it direct (ops.conv_method)."""
+    """conv1 with its bias and ReLU, by im2col + GEMM (what the layers run) and direct."""
     x, weight, bias = _first_conv_inputs()
     time_kernel(benchmark, peer, group=f"conv forward + ReLU {FIRST.describe()} ({METHODS[method]})",
                 inputs=(x, weight, bias),

@@ -2,8 +2,8 @@
 
 Each function takes a :class:`~glasscuda.backend.Backend` and arrays on its
 device and returns new arrays. Convolution is im2col + GEMM (the array
-library's BLAS) + bias; its backward is GEMMs + col2im + bias_grad. A
-convolution with few taps per output (the first layer) runs direct instead. Everything
+library's BLAS) + bias; its backward is GEMMs + col2im + bias_grad
+(``method="direct"``: without im2col, for few input channels). Everything
 elementwise, every reduction that defines a result, and every index shuffle is
 a hand-written kernel; NumPy/CuPy provide allocation and GEMM only.
 
@@ -112,27 +112,29 @@ def swap_outer_axes(be, x, A, B, L):
     return y
 
 
-DIRECT_CONV_MAX_TAPS = 32   # C*KH*KW up to which a convolution runs direct (kernels/conv_direct.cu)
+CONV_METHODS = ("gemm", "direct")
 DIRECT_CONV_GRAD_ELEMENTS = 4096   # dy elements (whole output rows) per partial sum of the direct weight gradient
 
 
-def conv_method(geometry: ConvGeometry) -> str:
-    """How a convolution runs: "direct" with few taps per output (a grayscale or RGB first layer), where
-    im2col's columns would be a skinny GEMM over a copy of the images many times their size; else "gemm"."""
-    return "direct" if geometry.C * geometry.KH * geometry.KW <= DIRECT_CONV_MAX_TAPS else "gemm"
+def _conv_method(method: str) -> str:
+    if method not in CONV_METHODS:
+        raise ValueError(f"conv2d: method must be one of {', '.join(CONV_METHODS)}, got {method!r}")
+    return method
 
 
-def conv2d_forward(be, x, weight, bias, stride=1, padding=0, relu=False, method=None):
+def conv2d_forward(be, x, weight, bias, stride=1, padding=0, relu=False, method="gemm"):
     """y = conv(x, weight) + bias, then ReLU when ``relu``. Returns (y [N, O, HO, WO], saved) — saved is
     what conv2d_backward needs: im2col's columns, or x itself for the direct method.
 
-    ``method`` is "gemm", "direct" or None (:func:`conv_method` chooses by shape). "gemm": one GEMM for
-    the whole batch gives channel-major [O, N, HO*WO]; one pass (swap_outer_axes_bias) restores NCHW,
-    adding the bias and applying the ReLU on the way. "direct": one pass, kernels/conv_direct.cu.
+    ``method`` "gemm" (the layers'): one GEMM for the whole batch gives channel-major [O, N, HO*WO]; one
+    pass (swap_outer_axes_bias) restores NCHW, adding the bias and applying the ReLU on the way. "direct":
+    one pass of kernels/conv_direct.cu, for few input channels; it needs no column buffer (C*KH*KW times
+    the input) but on a 2-core CPU it measured slower than OpenBLAS on the columns, even for the
+    one-channel first layer (bench/results/report.md).
     """
     g = ConvGeometry.of(x.shape, weight.shape, stride, padding)
     O = weight.shape[0]
-    if (method or conv_method(g)) == "direct":
+    if _conv_method(method) == "direct":
         y = be.xp.empty((g.N, O, g.HO, g.WO), dtype=x.dtype)
         bias = be.xp.zeros(O, dtype=x.dtype) if bias is None else bias
         be.launch("conv_direct_forward", x=x, weight=weight, bias=bias, y=y, O=O, relu=int(relu),
@@ -149,11 +151,11 @@ def conv2d_forward(be, x, weight, bias, stride=1, padding=0, relu=False, method=
     return out.reshape(g.N, O, g.HO, g.WO), col
 
 
-def conv2d_backward(be, dy, saved, x_shape, weight, stride=1, padding=0, need_dx=True, method=None):
+def conv2d_backward(be, dy, saved, x_shape, weight, stride=1, padding=0, need_dx=True, method="gemm"):
     """Gradients of conv2d_forward: (dx or None, dweight, dbias); ``saved`` and ``method`` as it had them."""
     g = ConvGeometry.of(x_shape, weight.shape, stride, padding)
     O = weight.shape[0]
-    if (method or conv_method(g)) == "direct":
+    if _conv_method(method) == "direct":
         dweight, dbias = conv_direct_grad(be, dy, saved, g, O)
         if not need_dx:
             return None, dweight.reshape(weight.shape), dbias
@@ -161,7 +163,8 @@ def conv2d_backward(be, dy, saved, x_shape, weight, stride=1, padding=0, need_dx
         dy = swap_outer_axes(be, dy, g.N, O, g.HO * g.WO).reshape(O, -1)
         return col2im(be, be.xp.matmul(weight.reshape(O, -1).T, dy), g), dweight.reshape(weight.shape), dbias
     dy = swap_outer_axes(be, dy, g.N, O, g.HO * g.WO).reshape(O, -1)   # channel-major, as the forward GEMM
-    dweight = be.xp.matmul(dy, saved.T).reshape(weight.shape)
+    # [C*KH*KW, O] then transposed: with O rows OpenBLAS splits this long-K product poorly across threads
+    dweight = be.xp.ascontiguousarray(be.xp.matmul(saved, dy.T).T).reshape(weight.shape)
     dbias = bias_grad(be, dy, 1, O, g.N * g.HO * g.WO)
     dx = None
     if need_dx:

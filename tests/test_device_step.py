@@ -22,19 +22,17 @@ SIDE, BATCH = 32, 4
 
 # The launches of one step, kernel by kernel (README, "A step on the device"): the binary network has
 # 4 conv blocks and 2 Linear layers (conv1 needs no input gradient), the multi-label one 4 conv blocks,
-# global average pooling and 1 Linear; conv1 (one input channel) runs direct, forward and weight gradient
-# in one launch each plus the gradient's sum; each other block's convolution, bias and ReLU take one
-# forward pass after the GEMM; each step has one augmentation launch or two, one loss, one Adam.
-BINARY_STEP = {"flip_rotate90": 1, "conv_direct_forward": 1, "im2col": 3, "swap_outer_axes_bias": 3,
-               "swap_outer_axes": 3, "bias_add": 2, "relu_forward": 1, "maxpool_forward": 4,
-               "conv_direct_grad_partial": 1, "conv_direct_grad_reduce": 1, "bias_grad_partial": 5,
-               "bias_grad_reduce": 5, "col2im": 3, "maxpool_backward_disjoint": 4, "relu_backward": 5,
-               "bce_with_logits": 1, "adam_update": 1}
-MULTILABEL_STEP = {"flip_rotate90": 1, "rotate_bilinear": 1, "conv_direct_forward": 1, "im2col": 3,
-                   "swap_outer_axes_bias": 3, "swap_outer_axes": 3, "bias_add": 1, "maxpool_forward": 4,
-                   "global_avgpool_forward": 1, "conv_direct_grad_partial": 1, "conv_direct_grad_reduce": 1,
-                   "bias_grad_partial": 4, "bias_grad_reduce": 4, "col2im": 3, "maxpool_backward_disjoint": 4,
-                   "relu_backward": 4, "global_avgpool_backward": 1, "focal_with_logits": 1, "adam_update": 1}
+# global average pooling and 1 Linear; each block's convolution, bias and ReLU take one forward pass after
+# the GEMM;
+# each step has one augmentation launch or two, one loss, one Adam.
+BINARY_STEP = {"flip_rotate90": 1, "im2col": 4, "swap_outer_axes_bias": 4, "swap_outer_axes": 4, "bias_add": 2,
+               "relu_forward": 1,
+               "maxpool_forward": 4, "bias_grad_partial": 6, "bias_grad_reduce": 6, "col2im": 3,
+               "maxpool_backward_disjoint": 4, "relu_backward": 5, "bce_with_logits": 1, "adam_update": 1}
+MULTILABEL_STEP = {"flip_rotate90": 1, "rotate_bilinear": 1, "im2col": 4, "swap_outer_axes_bias": 4,
+                   "swap_outer_axes": 4, "bias_add": 1, "maxpool_forward": 4, "global_avgpool_forward": 1, "bias_grad_partial": 5,
+                   "bias_grad_reduce": 5, "col2im": 3, "maxpool_backward_disjoint": 4, "relu_backward": 4,
+                   "global_avgpool_backward": 1, "focal_with_logits": 1, "adam_update": 1}
 
 
 def binary(be):

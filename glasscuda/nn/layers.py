@@ -43,8 +43,7 @@ def _uniform(rng, bound, shape):
 
 
 class Conv2d(Module):
-    """2-D convolution (cross-correlation) with bias: im2col + GEMM, or direct with few input channels
-    (:func:`glasscuda.ops.conv_method`)."""
+    """2-D convolution (cross-correlation) by im2col + GEMM, with bias."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *, rng=None):
         super().__init__()
