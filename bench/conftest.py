@@ -16,6 +16,7 @@ Fixtures
 """
 from __future__ import annotations
 
+import glasscuda  # noqa: F401  (before NumPy, as the command lines: its OpenBLAS thread default applies then)
 import numpy as np
 import pytest
 
