@@ -265,7 +265,10 @@ def blas_section(report: dict) -> list[str]:
     rows = [[run["process"], pool.get("library") or "", pool.get("internal_api") or "",
              pool.get("version") or "", pool.get("architecture") or "", str(pool.get("num_threads") or "")]
             for run in report["runs"] for pool in run.get("blas", [])]
-    lines = ["## BLAS", "", text, ""]
+    lines = ["## BLAS", "", text, "",
+             "Every peer process imports glasscuda before NumPy, as its command lines do, so NumPy's OpenBLAS "
+             "threads sleep soon after a GEMM (`OPENBLAS_THREAD_TIMEOUT=4`, glasscuda's default where the "
+             "environment sets none) instead of spinning on the cores the next kernel needs.", ""]
     if rows:
         lines += ["What each peer process ran, read by threadpoolctl after its benchmarks (PyTorch's "
                   "statically linked MKL from its build configuration; its architecture is the CPU "
