@@ -160,7 +160,7 @@ def check_model_config(path, config) -> None:
         raise CheckpointError(f"{path}: model n_classes must lie in [1, {MAX_CLASSES}], got {config['n_classes']}")
     if not 1 <= config.get("width", 1) <= MAX_WIDTH:
         raise CheckpointError(f"{path}: model width must lie in [1, {MAX_WIDTH}], got {config['width']}")
-    if config.get("head", "dense") not in getattr(architecture, "heads", ("dense",)):
+    if config.get("head", parameters.get("head", "dense")) not in getattr(architecture, "heads", ("dense",)):
         raise CheckpointError(f"{path}: model head must be one of {', '.join(architecture.heads)}, "
                               f"got {config['head']!r}")
     size = config["image_size"]

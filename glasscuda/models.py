@@ -16,7 +16,8 @@ at stays in its configuration, so that images are resized to it).
 ``MultiLabelNet`` (which defects?): the same conv backbone, global average
 pooling and one Linear to one logit per class. Because the head is linear on
 pooled features, ``class_activation_maps`` can say where on the glass each
-class's evidence lies (Zhou et al., 2016). ``with_dense_head`` puts the
+class's evidence lies (Zhou et al., 2016). Its options: ``batchnorm``, and
+``head="max"`` (global max pooling, for defects a few pixels across). ``with_dense_head`` puts the
 binary detector's head on its backbone, for the warm-up of its recipe.
 
 Both return logits; probabilities are ``sigmoid`` of them.
@@ -41,6 +42,8 @@ DOWNSAMPLE = 2 ** len(BACKBONE)
 
 HEADS = ("dense", "pooled", "max")
 SEED_OPTIONS = {"head": "dense", "batchnorm": False, "width": 1}   # BinaryDetector's defaults
+MULTILABEL_HEADS = ("pooled", "max")   # a pooled head is what gives the class activation maps
+MULTILABEL_OPTIONS = {"head": "pooled", "batchnorm": False}   # MultiLabelNet's defaults
 
 
 def conv_backbone(in_channels: int, rng, *, batchnorm: bool = False, width: int = 1) -> list[Module]:
@@ -115,19 +118,32 @@ class BinaryDetector(_Network):
 
 
 class MultiLabelNet(_Network):
-    """Conv backbone -> global average pool -> Linear(64, n_classes). Any input size divisible by 16."""
+    """Conv backbone -> global average (or max) pool -> Linear(64, n_classes). Any input size divisible by 16.
+
+    ``batchnorm`` puts a BatchNorm2d between each convolution and its ReLU;
+    ``head="max"`` pools each feature map by its maximum instead of its mean, so
+    that a defect a few pixels across is not averaged away over the image.
+    """
 
     architecture = "multilabel"
+    optional_config = tuple(MULTILABEL_OPTIONS)   # stored only when they differ from the course network's
+    heads = MULTILABEL_HEADS
 
-    def __init__(self, in_channels: int = 1, n_classes: int = 4, image_size: int = 128, *,
-                 seed: int | None = 0):
+    def __init__(self, in_channels: int = 1, n_classes: int = 4, image_size: int = 128, head: str = "pooled",
+                 batchnorm: bool = False, *, seed: int | None = 0):
         if image_size % DOWNSAMPLE:
             raise ValueError(f"image_size must be a multiple of {DOWNSAMPLE}, got {image_size}")
+        if head not in MULTILABEL_HEADS:
+            raise ValueError(f"head must be one of {', '.join(MULTILABEL_HEADS)}, got {head!r}")
         rng = np.random.default_rng(seed)
-        body = Sequential(*conv_backbone(in_channels, rng), GlobalAvgPool2d(),
+        pool = GlobalAvgPool2d() if head == "pooled" else GlobalMaxPool2d()
+        body = Sequential(*conv_backbone(in_channels, rng, batchnorm=batchnorm), pool,
                           Linear(BACKBONE[-1][0], n_classes, rng=rng))
-        super().__init__(body, {"in_channels": in_channels, "n_classes": n_classes,
-                                "image_size": image_size})
+        config = {"in_channels": in_channels, "n_classes": n_classes, "image_size": image_size}
+        options = {"head": head, "batchnorm": bool(batchnorm)}
+        config.update({k: v for k, v in options.items() if v != MULTILABEL_OPTIONS[k]})
+        super().__init__(body, config)
+        self.head = head
         self.n_backbone_layers = len(body) - 2
 
     def with_dense_head(self, *, seed: int | None = 0) -> Sequential:
@@ -144,9 +160,11 @@ class MultiLabelNet(_Network):
     def class_activation_maps(self, x):
         """Per-class evidence maps [N, K, S/16, S/16]: head weights applied to the last feature maps.
 
-        ``cam[n, k] = sum_c W[k, c] * features[n, c] + b[k]``; the global
-        average of ``cam[n, k]`` is exactly logit k, so the map shows where
-        that logit comes from. Returns (logits, cams).
+        ``cam[n, k] = sum_c W[k, c] * features[n, c] + b[k]``. With the average
+        head the global average of ``cam[n, k]`` is exactly logit k, so the map
+        shows where that logit comes from; with the max head logit k weighs
+        each feature map's maximum, and the map shows where the features that
+        class weighs respond. Returns (logits, cams).
         """
         with self.evaluating():
             features = x
@@ -157,6 +175,8 @@ class MultiLabelNet(_Network):
         flat = features.reshape(N, C, H * W)
         cams = self.backend.xp.matmul(head.weight.data, flat) + head.bias.data[None, :, None]
         cams = cams.reshape(N, -1, H, W)
+        if self.head == "max":
+            return flat.max(axis=2) @ head.weight.data.T + head.bias.data, cams
         return cams.mean(axis=(2, 3)), cams
 
     def dense_class_activation_maps(self, x, step: int = 4):

@@ -27,7 +27,7 @@ from .cli import (check_writable_folder, non_negative_float, plain_warnings, pos
 from .data.augment import Augment
 from .data.dataset import DatasetError
 from .glass import CLASSES_FILE, DEFECT_CLASSES, NO_DEFECT, ClassNamesError, check_class_names
-from .models import HEADS
+from .models import HEADS, MULTILABEL_HEADS
 from .tasks.common import UsageError
 from .tasks.recipes import RECIPES, SYNTHETIC_EPOCHS, recipe_values
 from .training import RunFiles
@@ -40,11 +40,10 @@ TASK_DEFAULTS = {   # what does not change with --recipe (see glasscuda/tasks/re
 
 
 # The flags only some tasks read (a default of None, filled from the task's recipe): given to another task, an error.
-TASK_FLAGS = {**{flag: ("binary",) for flag in ("head", "batchnorm", "width", "schedule", "lr_warmup", "ema",
-                                                "threshold_rule")},
-              **{flag: ("binary", "multilabel") for flag in ("weight_decay", "tta", "aug_flip", "aug_rotate",
-                                                             "aug_jitter", "aug_sharpness", "aug_noise",
-                                                             "aug_erase")}}
+TASK_FLAGS = {**{flag: ("binary",) for flag in ("width", "schedule", "lr_warmup", "ema", "threshold_rule")},
+              **{flag: ("binary", "multilabel") for flag in ("head", "batchnorm", "weight_decay", "tta", "aug_flip",
+                                                             "aug_rotate", "aug_jitter", "aug_sharpness",
+                                                             "aug_noise", "aug_erase")}}
 
 # The smallest synthetic training set whose 80/20 stratified split puts a defective and a
 # defect-free image in validation for every --seed (one image in ten defective; checked in the tests).
@@ -128,6 +127,12 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
     glass = parser.add_argument_group(
         "glass tasks (binary and multilabel)",
         _wrapped("Defaults: the --recipe's value for the task, given in each flag's help."))
+    glass.add_argument("--head", choices=HEADS,
+                       help="the network's head. dense (binary only): Flatten, Linear(.., 128), ReLU, "
+                            "Linear(128, outputs); pooled: global average pooling and one Linear; max: global max "
+                            f"pooling and one Linear ({recipe_help('head')})")
+    glass.add_argument("--batchnorm", action=argparse.BooleanOptionalAction,
+                       help=f"batch normalisation after every convolution ({recipe_help('batchnorm')})")
     glass.add_argument("--weight-decay", type=non_negative_float,
                        help=f"decoupled (AdamW) weight decay; 0 is plain Adam ({recipe_help('weight_decay')})")
     glass.add_argument("--tta", action=argparse.BooleanOptionalAction,
@@ -144,12 +149,6 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
     binary = parser.add_argument_group(
         "binary task", _wrapped("Every training image is also flipped and turned by a random multiple of 90 "
                                 "degrees (the dihedral group: 8 views)."))
-    binary.add_argument("--head", choices=HEADS,
-                        help="dense: Flatten, Linear(.., 128), ReLU, Linear(128, 1); pooled: global average "
-                             "pooling and one Linear; max: global max pooling and one Linear "
-                             f"({recipe_help('head')})")
-    binary.add_argument("--batchnorm", action=argparse.BooleanOptionalAction,
-                        help=f"batch normalisation after every convolution ({recipe_help('batchnorm')})")
     binary.add_argument("--width", type=positive_int,
                         help=f"multiplies the channels of every conv block ({recipe_help('width')})")
     binary.add_argument("--schedule", choices=("plateau", "cosine"),
@@ -171,7 +170,8 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
                              f"step; 0 keeps the trained weights ({recipe_help('ema')})")
     multilabel = parser.add_argument_group(
         "multilabel task", _wrapped("The backbone first trains under the binary detector's dense head "
-        "(--warmup-epochs), then the pooled head (global average pooling, one Linear) trains on it with "
+        "(--warmup-epochs), then the pooled head (global average or, with --head max, max pooling, one Linear) "
+        "trains on it with "
         "AdamW and warm restarts. "
         "Predicted defects are the classes that reach their own threshold "
         "(searched on validation); when none does, the image is 'no_defect'; when 'no_defect' "
@@ -223,6 +223,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if foreign:
         parser.error(f"{', '.join('--' + f.replace('_', '-') for f in foreign)}: not an option of the "
                      f"{args.task} task")
+    if args.task == "multilabel" and args.head not in MULTILABEL_HEADS:
+        parser.error(f"--head {args.head}: the multilabel network's head is one of {', '.join(MULTILABEL_HEADS)} "
+                     "(its class activation maps need pooled features)")
     if args.task == "binary":   # what WeightAverage and WarmupCosine would refuse with a traceback
         if not args.ema < 1:
             parser.error(f"--ema must be 0 (off) or a decay below 1, got {args.ema:g}")

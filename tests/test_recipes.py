@@ -17,8 +17,8 @@ from glasscuda.data import load_split
 from glasscuda.data.augment import Augment
 from glasscuda.losses import BCEWithLogitsLoss
 from glasscuda.metrics import auc_pr
-from glasscuda.models import BinaryDetector
-from glasscuda.nn import BatchNorm2d, Conv2d, Linear
+from glasscuda.models import BinaryDetector, MultiLabelNet
+from glasscuda.nn import BatchNorm2d, Conv2d, GlobalMaxPool2d, Linear
 from glasscuda.optim import Adam, WarmupCosine, WeightAverage
 from glasscuda.tasks.recipes import RECIPES
 from glasscuda.train import parse_args
@@ -31,7 +31,7 @@ REPORT_BINARY = {"epochs": 50, "img_size": 128, "lr": 1e-3, "batch_size": 32, "w
                  "aug_erase": 0.0, "threshold_rule": "f1"}
 _AUGMENT = Augment()
 REPORT_MULTILABEL = {"epochs": 9, "img_size": 128, "lr": 1e-3, "batch_size": 32, "weight_decay": 1e-2, "tta": True,
-                     "aug_flip": _AUGMENT.p_flip, "aug_rotate": _AUGMENT.p_rotate, "aug_jitter": _AUGMENT.p_jitter,
+                     "head": "pooled", "batchnorm": False, "aug_flip": _AUGMENT.p_flip, "aug_rotate": _AUGMENT.p_rotate, "aug_jitter": _AUGMENT.p_jitter,
                      "aug_sharpness": _AUGMENT.p_sharpness, "aug_noise": _AUGMENT.p_noise,
                      "aug_erase": _AUGMENT.p_erase}
 OPTIONS = dict(head="pooled", batchnorm=True, width=2)
@@ -66,7 +66,10 @@ def test_explicit_flags_override_the_recipe():
 
 @pytest.mark.parametrize("argv, message", [
     (["--task", "multilabel", "--ema", "0.9"], "--ema: not an option of the multilabel task"),
-    (["--task", "multilabel", "--head", "max", "--batchnorm"], "--head, --batchnorm: not an option of the multilabel"),
+    (["--task", "multilabel", "--width", "2", "--schedule", "cosine"],
+     "--width, --schedule: not an option of the multilabel"),
+    (["--task", "multilabel", "--head", "dense"], "--head dense: the multilabel network's head is one of pooled, max"),
+    (["--task", "cifar10", "--data", ".", "--batchnorm"], "--batchnorm: not an option of the cifar10 task"),
     (["--task", "cifar10", "--data", ".", "--tta"], "--tta: not an option of the cifar10 task"),
     (["--recipe", "seed", "--lr-warmup", "1"], "--lr-warmup is the warm-up of --schedule cosine"),
 ])
@@ -340,6 +343,70 @@ def test_bn_pooled_checkpoint_exports_to_onnx_and_torch(rng, tmp_path, head, poo
     ours = model.eval().forward(x)
     assert theirs.shape == ours.shape == (5, 1)
     np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-5)
+
+
+# The multi-label network's options ---------------------------------------------------------------
+
+def test_multilabel_network_options_keep_the_course_network_and_its_maps(rng):
+    """The default MultiLabelNet is the course network, weight for weight; with --head max --batchnorm the
+    class activation maps still come with the network's own logits (for the max head not their mean)."""
+    course = MultiLabelNet(image_size=32, seed=3)
+    assert course.config() == {"architecture": "multilabel", "in_channels": 1, "n_classes": 4, "image_size": 32}
+    new = MultiLabelNet(image_size=32, head="max", batchnorm=True, seed=3)
+    assert new.config() == {**course.config(), "head": "max", "batchnorm": True}
+    convs = [layer for layer in new.body.layers if isinstance(layer, Conv2d)]
+    assert [np.array_equal(c.weight.data, d.weight.data) for c, d in
+            zip(convs, [layer for layer in course.body.layers if isinstance(layer, Conv2d)])] == [True] * 4
+    assert isinstance(new.body.layers[-2], GlobalMaxPool2d) and len(new.body) == len(course.body) + 4
+    x = rng.standard_normal((3, 1, 32, 32)).astype(np.float32)
+    new.train().forward(x)                      # running statistics move off their initial values
+    for model in (course, new):
+        logits, cams = model.class_activation_maps(x)
+        np.testing.assert_allclose(logits, model.eval().forward(x), rtol=1e-5, atol=1e-6)
+        assert cams.shape == (3, 4, 2, 2)
+    with pytest.raises(ValueError, match="head must be one of pooled, max"):
+        MultiLabelNet(head="dense")
+    check_model_config("ml.npz", new.config())
+    with pytest.raises(CheckpointError, match="model head must be one of pooled, max"):
+        check_model_config("ml.npz", {**course.config(), "head": "dense"})
+
+
+def test_multilabel_max_head_with_batchnorm_gradients_match_finite_differences(rng):
+    model = MultiLabelNet(image_size=32, head="max", batchnorm=True, seed=5).to("cpu", dtype=np.float64).train()
+    x = rng.standard_normal((2, 1, 32, 32))
+    R = rng.standard_normal((2, 4))
+
+    def loss():
+        return float(np.sum(model.forward(x) * R))
+
+    model.zero_grad()
+    model.forward(x)
+    model.backward(R)
+    for name, param in model.named_parameters():
+        if name.endswith(".bias") and isinstance(model.body.layers[int(name.split(".")[1])], Conv2d):
+            continue   # batch norm removes any per-channel constant: no gradient reaches a conv bias before it
+        picks = rng.choice(param.data.size, size=min(3, param.data.size), replace=False)
+        np.testing.assert_allclose(param.grad.reshape(-1)[picks], numerical_gradient(loss, param.data, indices=picks),
+                                   rtol=1e-5, atol=1e-9, err_msg=name)
+
+
+def test_multilabel_max_head_with_batchnorm_trains_predicts_maps_and_exports(tiny_glass, tmp_path):  # noqa: F811
+    out = tmp_path / "ml"
+    assert run_train("--task", "multilabel", "--data", tiny_glass, "--out", out, "--img-size", 32, "--epochs", 1,
+                     "--warmup-epochs", 1, "--head", "max", "--batchnorm", "--device", "cpu") == 0
+    header = load_checkpoint(out / "best.npz").header
+    assert header["model"]["head"] == "max" and header["model"]["batchnorm"] is True
+    assert header["run"]["head"] == "max" and header["run"]["batchnorm"] is True
+    maps = tmp_path / "maps"
+    assert predict.main(["--checkpoint", str(out / "best.npz"), "--input", str(tiny_glass / "test" / "img"),
+                         "--output", str(tmp_path / "ml.csv"), "--heatmaps", str(maps), "--no-progress",
+                         "--device", "cpu"]) == 0
+    assert (maps / "peaks.csv").exists() and len(list(maps.glob("*.png"))) > 0
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from glasscuda.export import export_onnx
+    report = export_onnx(out / "best.npz", tmp_path / "ml.onnx")
+    assert report.n_checked > 0 and report.max_abs_diff <= 1e-5
 
 
 # Training end to end --------------------------------------------------------------------------------

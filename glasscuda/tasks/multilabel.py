@@ -38,7 +38,8 @@ from .loop import fit
 from .options import MultilabelOptions, UsageError
 
 RUN_KEYS = ("task", "recipe", "data", "synthetic_train", "img_size", "batch_size", "lr", "seed", "gamma",
-            "class_weights", "weight_decay", "t0", "t_mult", "eta_min", "channels", "warmup_epochs", "tta")
+            "class_weights", "weight_decay", "t0", "t_mult", "eta_min", "channels", "warmup_epochs", "tta", "head",
+            "batchnorm")
 
 
 def targets_of(dataset) -> np.ndarray:
@@ -121,7 +122,7 @@ def run(options: MultilabelOptions, be, files) -> dict:
     run_config["classes"] = list(data.train.class_names)   # so that --resume refuses other classes
     names = [NO_DEFECT, *data.train.class_names]
     model = MultiLabelNet(in_channels=options.channels, n_classes=len(names), image_size=options.img_size,
-                          seed=options.seed).to(be)
+                          head=options.head, batchnorm=options.batchnorm, seed=options.seed).to(be)
     sampler = BalancedBatchSampler(data.train.is_defective, options.batch_size)
     train_targets = targets_of(data.train)
     weights = class_weights(options, sampler, train_targets, options.seed + 1)

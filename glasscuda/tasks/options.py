@@ -47,8 +47,11 @@ class TaskOptions:
 
 @dataclass(kw_only=True)
 class GlassOptions(TaskOptions):
-    """What both glass tasks read besides the common options: decay, TTA, augmentation."""
+    """What both glass tasks read besides the common options: the network's head and batch norm, decay,
+    TTA, augmentation."""
 
+    head: str
+    batchnorm: bool
     weight_decay: float
     tta: bool
     aug_flip: float
@@ -61,10 +64,8 @@ class GlassOptions(TaskOptions):
 
 @dataclass(kw_only=True)
 class BinaryOptions(GlassOptions):
-    """The binary task: the detector's head, batch norm and width, the schedule, the weight average."""
+    """The binary task: the detector's width, the schedule, the weight average."""
 
-    head: str
-    batchnorm: bool
     width: int
     schedule: str
     lr_warmup: float

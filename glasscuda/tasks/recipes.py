@@ -25,7 +25,7 @@ SEED = {
                "threshold_rule": "f1",
                **NO_AUGMENT},
     "multilabel": {"epochs": 9, "img_size": 128, "lr": 1e-3, "batch_size": 32, "weight_decay": 1e-2, "tta": True,
-                   **AUGMENT},
+                   "head": "pooled", "batchnorm": False, **AUGMENT},
     "cifar10": {"epochs": 10, "img_size": 32, "lr": 1e-3, "batch_size": 64},
 }
 
