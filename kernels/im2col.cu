@@ -29,28 +29,32 @@ KERNEL(im2col)(const real* x, real* col,
                long long KH, long long KW, long long SH, long long SW,
                long long PH, long long PW, long long HO, long long WO)
 {
-    /* One line per (c, ki, kj, n, oh): a row of WO output pixels. */
-    FOR_EACH_LINE(line, C * KH * KW * N * HO, WO) {
-        long long oh = line % HO;
-        long long n = line / HO % N;
-        long long kj = line / (HO * N) % KW;
-        long long ki = line / (HO * N * KW) % KH;
-        long long c = line / (HO * N * KW * KH);
-        long long h = oh * SH - PH + ki;
-        real* out = col + line * WO;
-        if (h < 0 || h >= H) {
-            FOR_EACH_IN_RUN(ow, WO) out[ow] = 0;
-            continue;
-        }
-        const real* row = x + ((n * C + c) * H + h) * W;
-        if (SW == 1) {  /* contiguous reads, which the host vectorises */
-            const real* shifted = row + kj - PW;
-            long long first = gc_maxll(PW - kj, 0), end = gc_minll(W + PW - kj, WO);
-            FOR_EACH_IN_RUN(ow, WO) out[ow] = (ow >= first && ow < end) ? shifted[ow] : (real)0;
-        } else {
-            FOR_EACH_IN_RUN(ow, WO) {
-                long long w = ow * SW - PW + kj;
-                out[ow] = (w >= 0 && w < W) ? row[w] : (real)0;
+    /* One line per (c, ki, kj, n): the HO rows of WO output pixels of one image, contiguous in col, so
+       that the index arithmetic is per image and not per row (rows of 16 or 32 pixels are short). */
+    FOR_EACH_LINE(line, C * KH * KW * N, WO) {
+        long long n = line % N;
+        long long kj = line / N % KW;
+        long long ki = line / (N * KW) % KH;
+        long long c = line / (N * KW * KH);
+        const real* image = x + (n * C + c) * H * W;
+        /* SW == 1: contiguous reads, which the host vectorises, valid for first <= ow < end */
+        long long first = gc_maxll(PW - kj, 0), end = gc_minll(W + PW - kj, WO);
+        for (long long oh = 0; oh < HO; ++oh) {
+            long long h = oh * SH - PH + ki;
+            real* out = col + (line * HO + oh) * WO;
+            if (h < 0 || h >= H) {
+                FOR_EACH_IN_RUN(ow, WO) out[ow] = 0;
+                continue;
+            }
+            const real* row = image + h * W;
+            if (SW == 1) {
+                const real* shifted = row + kj - PW;
+                FOR_EACH_IN_RUN(ow, WO) out[ow] = (ow >= first && ow < end) ? shifted[ow] : (real)0;
+            } else {
+                FOR_EACH_IN_RUN(ow, WO) {
+                    long long w = ow * SW - PW + kj;
+                    out[ow] = (w >= 0 && w < W) ? row[w] : (real)0;
+                }
             }
         }
     }
