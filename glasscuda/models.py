@@ -17,8 +17,9 @@ at stays in its configuration, so that images are resized to it).
 pooling and one Linear to one logit per class. Because the head is linear on
 pooled features, ``class_activation_maps`` can say where on the glass each
 class's evidence lies (Zhou et al., 2016). Its options: ``batchnorm``, and
-``head="max"`` (global max pooling, for defects a few pixels across). ``with_dense_head`` puts the
-binary detector's head on its backbone, for the warm-up of its recipe.
+``head="max"`` (global max pooling, for defects a few pixels across).
+``with_dense_head`` puts the binary detector's head on its backbone, for the
+warm-up of its recipe.
 
 Both return logits; probabilities are ``sigmoid`` of them.
 

@@ -129,8 +129,8 @@ def conv2d_forward(be, x, weight, bias, stride=1, padding=0, relu=False, method=
     ``method`` "gemm" (the layers'): one GEMM for the whole batch gives channel-major [O, N, HO*WO]; one
     pass (swap_outer_axes_bias) restores NCHW, adding the bias and applying the ReLU on the way. "direct":
     one pass of kernels/conv_direct.cu, for few input channels; it needs no column buffer (C*KH*KW times
-    the input) but on a 2-core CPU it measured slower than OpenBLAS on the columns, even for the
-    one-channel first layer (bench/results/report.md).
+    the input), but on the CPU the GEMM method is the faster even for a one-channel first layer
+    (bench/results/report.md, "conv forward").
     """
     g = ConvGeometry.of(x.shape, weight.shape, stride, padding)
     O = weight.shape[0]
