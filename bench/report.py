@@ -66,6 +66,13 @@ RATIOS = (
     ("GPU vs CPU", "cpu", "gpu"),
     ("GPU vs PyTorch CUDA", "torch-cuda", "gpu"),
 )
+# (target, kind of benchmark, ratio column, least value): the speed targets each report is read against.
+SPEED_TARGETS = (
+    ("training step ≥ 1.33× PyTorch CPU's speed (≤ 0.75× its time)", "step", "CPU vs PyTorch", 4 / 3),
+    ("inference ≥ 2× PyTorch CPU's throughput", "inference", "CPU vs PyTorch", 2.0),
+    ("training step ≥ 10× the NumPy reference", "step", "CPU vs reference", 10.0),
+)
+MIN_FRACTION_OF_COPY = 0.70     # what a memory-bound kernel should reach, at every layer's shape
 KIND_ORDER = ("kernel", "step", "inference", "copy", "copy-single")
 COPY_KINDS = ("copy", "copy-single")     # the fastest "copy" per device is the denominator
 # They pin NumPy's OpenBLAS to older kernels; a user's machine does not set them.
@@ -237,6 +244,27 @@ def bandwidth_table(groups: list[dict]) -> list[str]:
     return table(header, rows)
 
 
+def targets_lines(groups: list[dict]) -> list[str]:
+    """Each speed target with what this run measured, and the memory-bound kernels below their target."""
+    rows = [[target, g["group"], fmt_ratio(g["ratios"][ratio]), "holds" if g["ratios"][ratio] >= least else "misses"]
+            for target, kind, ratio, least in SPEED_TARGETS
+            for g in groups if g["kind"] == kind and ratio in g["ratios"]]
+    below = {}
+    for peer in ("cpu", "gpu"):
+        bound = [g for g in groups if peer in g.get("fraction_of_copy", {})]
+        if bound:
+            below[peer] = [g for g in bound if g["fraction_of_copy"][peer] < MIN_FRACTION_OF_COPY]
+            rows.append([f"memory-bound kernels ≥ {MIN_FRACTION_OF_COPY:.0%} of copy bandwidth, {LABELS[peer]}",
+                         f"{len(bound)} kernel shapes", f"{len(bound) - len(below[peer])} of {len(bound)} reach it",
+                         "misses" if below[peer] else "holds"])
+    lines = table(["target", "benchmark", "measured", ""], rows) + [""]
+    for peer, groups_below in below.items():
+        if groups_below:
+            lines += [f"Below {MIN_FRACTION_OF_COPY:.0%} on {LABELS[peer]}: " + "; ".join(
+                f"{g['group']} {g['fraction_of_copy'][peer]:.0%}" for g in groups_below) + ".", ""]
+    return lines
+
+
 def copy_table(groups: list[dict], denominators: dict[str, str]) -> list[str]:
     rows = []
     for g in (g for g in groups if g["kind"] in COPY_KINDS):
@@ -323,6 +351,8 @@ def markdown(report: dict) -> str:
     lines += ["## Medians", ""] + medians_table(groups) + [""]
     if any(g["kind"] == "inference" for g in groups):
         lines += ["## Inference throughput", ""] + throughput_table(groups) + [""]
+    lines += ["## Targets", "", "Ratios from this run; *measured* is a speedup as in *Medians*."]
+    lines += [""] + targets_lines(groups)
     if any(g["kind"] in COPY_KINDS for g in groups):
         lines += ["## Copy bandwidth", "",
                   "2 × bytes ÷ median time of one copy between page-aligned buffers (each byte "

@@ -251,3 +251,19 @@ def test_the_faster_all_core_copy_is_the_denominator():
                                 blas_env={"kept": False, "set": {}})
     assert built["copy_denominator"] == {"cpu": "copy 256 MiB, np.copyto per core"}
     assert built["groups"][0]["fraction_of_copy"]["cpu"] == pytest.approx(0.4)
+
+
+# The targets: each measured against its bound --------------------------------------------
+
+def test_targets_say_which_hold_and_name_the_kernels_below_the_copy_target():
+    groups = [{"group": "step", "kind": "step", "ratios": {"CPU vs PyTorch": 1.40, "CPU vs reference": 9.0}},
+              {"group": "inference", "kind": "inference", "ratios": {"CPU vs PyTorch": 2.5}},
+              {"group": "relu a", "kind": "kernel", "ratios": {}, "fraction_of_copy": {"cpu": 0.71}},
+              {"group": "relu b", "kind": "kernel", "ratios": {}, "fraction_of_copy": {"cpu": 0.69}}]
+    text = "\n".join(report.targets_lines(groups))
+    assert "| training step ≥ 1.33× PyTorch CPU's speed (≤ 0.75× its time) | step | 1.40× | holds |" in text
+    assert "| inference ≥ 2× PyTorch CPU's throughput | inference | 2.50× | holds |" in text
+    assert "| training step ≥ 10× the NumPy reference | step | 9.00× | misses |" in text
+    assert "| 2 kernel shapes | 1 of 2 reach it | misses |" in text
+    assert "Below 70% on glasscuda CPU: relu b 69%." in text
+    assert "relu a" not in text
