@@ -41,6 +41,7 @@ TASK_DEFAULTS = {   # what does not change with --recipe (see glasscuda/tasks/re
 
 # The flags only some tasks read (a default of None, filled from the task's recipe): given to another task, an error.
 TASK_FLAGS = {**{flag: ("binary",) for flag in ("width", "schedule", "lr_warmup", "ema", "threshold_rule")},
+              "warmup_epochs": ("multilabel",),
               **{flag: ("binary", "multilabel") for flag in ("head", "batchnorm", "weight_decay", "tta", "aug_flip",
                                                              "aug_rotate", "aug_jitter", "aug_sharpness",
                                                              "aug_noise", "aug_erase")}}
@@ -169,10 +170,9 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
                         help="validate and keep an exponential moving average of the weights with this decay per "
                              f"step; 0 keeps the trained weights ({recipe_help('ema')})")
     multilabel = parser.add_argument_group(
-        "multilabel task", _wrapped("The backbone first trains under the binary detector's dense head "
-        "(--warmup-epochs), then the pooled head (global average or, with --head max, max pooling, one Linear) "
-        "trains on it with "
-        "AdamW and warm restarts. "
+        "multilabel task", _wrapped("The network (the conv backbone, global average or, with --head max, max "
+        "pooling, one Linear) trains with focal loss, AdamW and warm restarts; with --warmup-epochs N (the seed "
+        "recipe's 10) the backbone first trains for N epochs under the binary detector's dense head. "
         "Predicted defects are the classes that reach their own threshold "
         "(searched on validation); when none does, the image is 'no_defect'; when 'no_defect' "
         "passes together with a defect, the defect is reported."))
@@ -180,10 +180,10 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
     multilabel.add_argument("--class-weights", metavar="W0,W1,...",
                             help=f"positive weights for {NO_DEFECT}, then each defect class in class-id order "
                                  "(default: inverse class frequency in the training batches)")
-    multilabel.add_argument("--warmup-epochs", type=int, default=10, metavar="N",
+    multilabel.add_argument("--warmup-epochs", type=int, metavar="N",
                             help="epochs that first train the backbone under the binary detector's dense "
                                  "head (one output per class) before the pooled head takes over; 0 skips "
-                                 "it (default 10)")
+                                 f"it ({recipe_help('warmup_epochs')})")
     multilabel.add_argument("--t0", type=positive_int, default=3, help="warm-restart period T_0 in epochs (default 3)")
     multilabel.add_argument("--t-mult", type=positive_int, default=2, help="period multiplier T_mult (default 2)")
     multilabel.add_argument("--eta-min", type=non_negative_float, default=1e-5, help="lowest learning rate (default 1e-5)")
@@ -217,7 +217,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             args.classes = check_class_names(args.classes.split(","), f"--classes {args.classes!r}")
         except ClassNamesError as error:
             parser.error(str(error))
-    if args.warmup_epochs < 0:
+    if args.warmup_epochs is not None and args.warmup_epochs < 0:
         parser.error(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
     foreign = [flag for flag, tasks in TASK_FLAGS.items() if args.task not in tasks and getattr(args, flag) is not None]
     if foreign:

@@ -31,7 +31,7 @@ REPORT_BINARY = {"epochs": 50, "img_size": 128, "lr": 1e-3, "batch_size": 32, "w
                  "aug_erase": 0.0, "threshold_rule": "f1"}
 _AUGMENT = Augment()
 REPORT_MULTILABEL = {"epochs": 9, "img_size": 128, "lr": 1e-3, "batch_size": 32, "weight_decay": 1e-2, "tta": True,
-                     "head": "pooled", "batchnorm": False, "aug_flip": _AUGMENT.p_flip, "aug_rotate": _AUGMENT.p_rotate, "aug_jitter": _AUGMENT.p_jitter,
+                     "head": "pooled", "batchnorm": False, "warmup_epochs": 10, "aug_flip": _AUGMENT.p_flip, "aug_rotate": _AUGMENT.p_rotate, "aug_jitter": _AUGMENT.p_jitter,
                      "aug_sharpness": _AUGMENT.p_sharpness, "aug_noise": _AUGMENT.p_noise,
                      "aug_erase": _AUGMENT.p_erase}
 OPTIONS = dict(head="pooled", batchnorm=True, width=2)
@@ -69,6 +69,7 @@ def test_explicit_flags_override_the_recipe():
     (["--task", "multilabel", "--width", "2", "--schedule", "cosine"],
      "--width, --schedule: not an option of the multilabel"),
     (["--task", "multilabel", "--head", "dense"], "--head dense: the multilabel network's head is one of pooled, max"),
+    (["--warmup-epochs", "2"], "--warmup-epochs: not an option of the binary task"),
     (["--task", "cifar10", "--data", ".", "--batchnorm"], "--batchnorm: not an option of the cifar10 task"),
     (["--task", "cifar10", "--data", ".", "--tta"], "--tta: not an option of the cifar10 task"),
     (["--recipe", "seed", "--lr-warmup", "1"], "--lr-warmup is the warm-up of --schedule cosine"),

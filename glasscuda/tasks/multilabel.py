@@ -1,18 +1,20 @@
 """Job 2: multi-label defect typing (which defects: the dataset's classes, by default chipped edge, scratch, stain).
 
-MultiLabelNet (the binary network's conv backbone, global average pooling,
-one Linear to 1 + K logits: no_defect + one per defect class), weighted focal
-loss, AdamW, cosine annealing with warm restarts stepped per batch, the
-stronger augmentation of :class:`glasscuda.data.augment.Augment`, test-time
-augmentation, and one threshold per class searched on validation.
+MultiLabelNet (the binary network's conv backbone, global average or max
+pooling, one Linear to 1 + K logits: no_defect + one per defect class),
+weighted focal loss, AdamW, cosine annealing with warm restarts stepped per
+batch, the stronger augmentation of :class:`glasscuda.data.augment.Augment`,
+test-time augmentation, and one threshold per class searched on validation.
 
-Warm-up: the backbone is first trained for ``--warmup-epochs`` under the
-binary detector's dense head (one output per class), then the pooled head
-takes over. Through global average pooling a defect covering one of the 64
-cells of a 128-pixel image moves the logit by only 1/64 of its local
-evidence, so a pooled head on a random backbone learns slowly; the dense head
-sees each cell with its own weights and learns the defect types first, and
-the pooled head trained after it keeps the class activation maps.
+Warm-up (the seed recipe's): the backbone is first trained for
+``--warmup-epochs`` under the binary detector's dense head (one output per
+class), then the pooled head takes over. Through global average pooling a
+defect covering one of the 64 cells of a 128-pixel image moves the logit by
+only 1/64 of its local evidence, so a pooled head on a random backbone learns
+slowly; the dense head sees each cell with its own weights and learns the
+defect types first, and the pooled head trained after it keeps the class
+activation maps. The default recipe's batch norm and max-pooled head train
+from the start without it.
 
 Decision rule: :func:`glasscuda.glass.decide` (the defect classes that reach
 their threshold, else "no_defect"). The no_defect column of the reported
