@@ -257,7 +257,7 @@ def targets_lines(groups: list[dict]) -> list[str]:
             rows.append([f"memory-bound kernels ≥ {MIN_FRACTION_OF_COPY:.0%} of copy bandwidth, {LABELS[peer]}",
                          f"{len(bound)} kernel shapes", f"{len(bound) - len(below[peer])} of {len(bound)} reach it",
                          "misses" if below[peer] else "holds"])
-    lines = table(["target", "benchmark", "measured", ""], rows) + [""]
+    lines = table(["target", "benchmark", "measured", "result"], rows) + [""]
     for peer, groups_below in below.items():
         if groups_below:
             lines += [f"Below {MIN_FRACTION_OF_COPY:.0%} on {LABELS[peer]}: " + "; ".join(
