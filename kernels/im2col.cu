@@ -65,12 +65,13 @@ KERNEL(col2im)(const real* col, real* x,
                long long KH, long long KW, long long SH, long long SW,
                long long PH, long long PW, long long HO, long long WO)
 {
-    /* One line per (n, c, h): a row of W input pixels. */
-    FOR_EACH_LINE(line, N * C * H, W) {
+    /* One line per (c, n, h): a row of W input pixels. Lines in this order read each of the KH*KW rows of
+       col that a channel owns front to back, N*HO*WO floats each, rather than in runs of one image. */
+    FOR_EACH_LINE(line, C * N * H, W) {
         long long h = line % H;
-        long long c = line / H % C;
-        long long n = line / (H * C);
-        real* out = x + line * W;
+        long long n = line / H % N;
+        long long c = line / (H * N);
+        real* out = x + ((n * C + c) * H + h) * W;
         FOR_EACH_IN_RUN(w, W) out[w] = 0;
         for (long long ki = 0; ki < KH; ++ki) {
             long long th = h + PH - ki;  /* = oh * SH when kernel row ki covers h */
