@@ -133,11 +133,12 @@ def test_first_conv_forward(benchmark, peer, method):
 @methods
 def test_first_conv_weight_grad(benchmark, peer, method):
     """conv1's weight and bias gradients (the first layer needs no input gradient), from what its forward
-    kept: im2col's columns, or the input itself."""
+    kept: im2col's columns, or the input itself with its padding written out."""
     x, weight, _ = _first_conv_inputs()
     dy = random(FIRST.output_shape, seed=63)
     g = FIRST.geometry()
-    saved = x if method == "direct" else R.im2col(x, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW).astype(np.float32)
+    saved = (np.pad(x, ((0, 0), (0, 0), (g.PH, g.PH), (g.PW, g.PW))) if method == "direct"
+             else R.im2col(x, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW).astype(np.float32))
 
     def glasscuda_fn(be, dy, saved, weight):
         return ops.conv2d_backward(be, dy, saved, x.shape, weight, padding=FIRST.padding, need_dx=False,

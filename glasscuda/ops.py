@@ -13,7 +13,7 @@ Shapes follow PyTorch: images NCHW, conv weight [O, C, KH, KW], linear weight
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -126,15 +126,15 @@ def conv2d_forward(be, x, weight, bias, stride=1, padding=0, relu=False, method=
     """y = conv(x, weight) + bias, then ReLU when ``relu``. Returns (y [N, O, HO, WO], saved) — saved is
     what conv2d_backward needs: im2col's columns, or x itself for the direct method.
 
-    ``method`` "gemm" (the layers'): one GEMM for the whole batch gives channel-major [O, N, HO*WO]; one
-    pass (swap_outer_axes_bias) restores NCHW, adding the bias and applying the ReLU on the way. "direct":
-    one pass of kernels/conv_direct.cu, for few input channels; it needs no column buffer (C*KH*KW times
-    the input), but on the CPU the GEMM method is the faster even for a one-channel first layer
-    (bench/results/report.md, "conv forward").
+    ``method`` "gemm": one GEMM for the whole batch gives channel-major [O, N, HO*WO]; one pass
+    (swap_outer_axes_bias) restores NCHW, adding the bias and applying the ReLU on the way. "direct": the
+    input padded once, then one pass of kernels/conv_direct.cu, for few input channels; it needs no column
+    buffer (C*KH*KW times the input). The layers choose with :func:`direct_conv_suits`.
     """
     g = ConvGeometry.of(x.shape, weight.shape, stride, padding)
     O = weight.shape[0]
     if _conv_method(method) == "direct":
+        x, g = _padded(be, x, g)
         y = be.xp.empty((g.N, O, g.HO, g.WO), dtype=x.dtype)
         bias = be.xp.zeros(O, dtype=x.dtype) if bias is None else bias
         be.launch("conv_direct_forward", x=x, weight=weight, bias=bias, y=y, O=O, relu=int(relu),
@@ -151,15 +151,23 @@ def conv2d_forward(be, x, weight, bias, stride=1, padding=0, relu=False, method=
     return out.reshape(g.N, O, g.HO, g.WO), col
 
 
+def direct_conv_suits(be, x_shape, weight_shape, stride=1, padding=0, training=False) -> bool:
+    """Whether a layer takes the direct method: for inference on the CPU, with one input channel, a square
+    3x3 or 5x5 kernel and column stride 1, where conv_direct_forward's unmasked pass covers every output and
+    is the faster forward (bench/results/report.md, "conv forward"). Training keeps im2col + GEMM, whose
+    weight gradient is the faster ("conv weight gradient")."""
+    g = ConvGeometry.of(x_shape, weight_shape, stride, padding)
+    return not training and be.name == "cpu" and g.C == 1 and g.KH == g.KW and g.KW in (3, 5) and g.SW == 1
+
+
 def conv2d_backward(be, dy, saved, x_shape, weight, stride=1, padding=0, need_dx=True, method="gemm"):
     """Gradients of conv2d_forward: (dx or None, dweight, dbias); ``saved`` and ``method`` as it had them."""
     g = ConvGeometry.of(x_shape, weight.shape, stride, padding)
     O = weight.shape[0]
     if _conv_method(method) == "direct":
-        dweight, dbias = conv_direct_grad(be, dy, saved, g, O)
+        dweight, dbias = conv_direct_grad(be, dy, saved, _padded_geometry(g), O)   # saved: x padded
         if not need_dx:
             return None, dweight.reshape(weight.shape), dbias
-        saved = im2col(be, saved, g)     # the input gradient as the GEMM method takes it
         dy = swap_outer_axes(be, dy, g.N, O, g.HO * g.WO).reshape(O, -1)
         return col2im(be, be.xp.matmul(weight.reshape(O, -1).T, dy), g), dweight.reshape(weight.shape), dbias
     dy = swap_outer_axes(be, dy, g.N, O, g.HO * g.WO).reshape(O, -1)   # channel-major, as the forward GEMM
@@ -171,6 +179,20 @@ def conv2d_backward(be, dy, saved, x_shape, weight, stride=1, padding=0, need_dx
         dcol = be.xp.matmul(weight.reshape(O, -1).T, dy)  # [C*KH*KW, N*HO*WO]
         dx = col2im(be, dcol, g)
     return dx, dweight, dbias
+
+
+def _padded_geometry(g: ConvGeometry) -> ConvGeometry:
+    """The same convolution over the input with its zero padding written out (same HO, WO)."""
+    return replace(g, H=g.H + 2 * g.PH, W=g.W + 2 * g.PW, PH=0, PW=0)
+
+
+def _padded(be, x, g: ConvGeometry):
+    """(x with its zero padding written out, the geometry over it): the direct kernel then finds every
+    window inside its image, where it reads unmasked rows (the padding costs one copy of x, not a mask per
+    tap)."""
+    if g.PH == 0 and g.PW == 0:
+        return x, g
+    return be.xp.pad(x, ((0, 0), (0, 0), (g.PH, g.PH), (g.PW, g.PW))), _padded_geometry(g)
 
 
 def conv_direct_grad(be, dy, x, g: ConvGeometry, O: int):

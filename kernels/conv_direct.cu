@@ -24,40 +24,77 @@
  */
 #include "portable.cuh"
 
+/* sum + the K x K taps of one input channel, in (ki, kj) order: taps[ki*K + kj] * rows[ki][kj], the rows
+   of the image a stride `row_step` apart. Called with K a constant, the host unrolls all K*K taps. */
+DEVICE real conv_window_taps(real sum, const real* rows, long long row_step, const real* taps, long long K)
+{
+    for (long long ki = 0; ki < K; ++ki)
+        for (long long kj = 0; kj < K; ++kj) sum += taps[ki * K + kj] * rows[ki * row_step + kj];
+    return sum;
+}
+
+/* The interior pass of the forward for a K x K kernel (K a constant): outputs inner <= ow < outer, whose
+   windows lie inside the image, each summed in a register over one channel's taps at a time. The taps are
+   copied to a local array first, which the host keeps in registers (read through `weight` they could
+   alias `y`, and would be loaded again for every vector). */
+#define CONV_INTERIOR_PASS(K)                                                                          \
+    {                                                                                                  \
+        FOR_EACH_IN_RANGE(ow, inner, outer) out[ow] = bias[o];                                         \
+        for (long long c = 0; c < C; ++c) {                                                            \
+            real tap[K * K];                                                                           \
+            for (long long t = 0; t < K * K; ++t) tap[t] = weight[(o * C + c) * K * K + t];            \
+            const real* rows = x + ((n * C + c) * H + top) * W - PW;   /* window of ow: rows + ow */   \
+            if (relu && c == C - 1)                                                                    \
+                FOR_EACH_IN_RANGE(ow, inner, outer) {                                                  \
+                    real sum = conv_window_taps(out[ow], rows + ow, W, tap, K);                        \
+                    out[ow] = sum > 0 ? sum : (real)0;                                                 \
+                }                                                                                      \
+            else                                                                                       \
+                FOR_EACH_IN_RANGE(ow, inner, outer) out[ow] = conv_window_taps(out[ow], rows + ow, W, tap, K); \
+        }                                                                                              \
+    }
+
 KERNEL(conv_direct_forward)(const real* x, const real* weight, const real* bias, real* y,
                             long long N, long long C, long long H, long long W,
                             long long KH, long long KW, long long SH, long long SW,
                             long long PH, long long PW, long long HO, long long WO,
                             long long O, long long relu)
 {
-    /* One line per (n, o, oh): a row of WO outputs, the taps added to it one after another. */
+    /* One line per (n, o, oh): a row of WO outputs. */
     FOR_EACH_LINE(line, N * O * HO, WO) {
         long long oh = line % HO;
         long long o = line / HO % O;
         long long n = line / (HO * O);
+        long long top = oh * SH - PH;   /* the input row under kernel row 0 */
         real* out = y + line * WO;
-        FOR_EACH_IN_RUN(ow, WO) out[ow] = bias[o];
-        for (long long c = 0; c < C; ++c)
-            for (long long ki = 0; ki < KH; ++ki) {
-                long long h = oh * SH - PH + ki;
-                if (h < 0 || h >= H) continue;
-                const real* row = x + ((n * C + c) * H + h) * W;
-                const real* taps = weight + ((o * C + c) * KH + ki) * KW;
-                for (long long kj = 0; kj < KW; ++kj) {
-                    real tap = taps[kj];
-                    if (SW == 1) {  /* contiguous reads, which the host vectorises */
-                        const real* shifted = row + kj - PW;
-                        long long first = gc_maxll(PW - kj, 0), end = gc_minll(W + PW - kj, WO);
-                        FOR_EACH_IN_RUN(ow, WO) out[ow] += tap * ((ow >= first && ow < end) ? shifted[ow] : (real)0);
-                    } else {
-                        FOR_EACH_IN_RUN(ow, WO) {
+        /* [inner, outer): the outputs whose whole window is inside the image, for a square 3x3 or 5x5
+           kernel at column stride 1: contiguous unmasked reads there, which the host vectorises. */
+        long long inner = 0, outer = 0;
+        if (SW == 1 && KH == KW && (KW == 3 || KW == 5) && top >= 0 && top + KH <= H) {
+            inner = gc_minll(PW, WO);
+            outer = gc_maxll(gc_minll(W + PW - KW + 1, WO), inner);
+            if (KW == 3) CONV_INTERIOR_PASS(3)
+            else CONV_INTERIOR_PASS(5)
+        }
+        /* Every other output, each tap masked by the padding: the same sum, in the same order
+           (bias, then (c, ki, kj); rows in the padding add nothing, columns in it add tap * 0). */
+        for (long long part = 0; part < 2; ++part) {
+            FOR_EACH_IN_RANGE(ow, part ? outer : 0, part ? WO : inner) {
+                real sum = bias[o];
+                for (long long c = 0; c < C; ++c)
+                    for (long long ki = 0; ki < KH; ++ki) {
+                        long long h = top + ki;
+                        if (h < 0 || h >= H) continue;
+                        const real* row = x + ((n * C + c) * H + h) * W;
+                        const real* taps = weight + ((o * C + c) * KH + ki) * KW;
+                        for (long long kj = 0; kj < KW; ++kj) {
                             long long w = ow * SW - PW + kj;
-                            out[ow] += tap * ((w >= 0 && w < W) ? row[w] : (real)0);
+                            sum += taps[kj] * ((w >= 0 && w < W) ? row[w] : (real)0);
                         }
                     }
-                }
+                out[ow] = relu ? (sum > 0 ? sum : (real)0) : sum;
             }
-        if (relu) FOR_EACH_IN_RUN(ow, WO) out[ow] = out[ow] > 0 ? out[ow] : (real)0;
+        }
     }
 }
 

@@ -22,6 +22,9 @@
  *   FOR_EACH_LINE(line, L, R) {     line = 0 .. L-1, in parallel;
  *       ...per-line work...
  *       FOR_EACH_IN_RUN(j, R) ...   j = 0 .. R-1 over a contiguous run.
+ *       FOR_EACH_IN_RANGE(j, a, b)  j = a .. b-1, part of the run (0 <= a, b <= R):
+ *                                   a run's interior and its edges can take
+ *                                   different code.
  *   }
  *
  *   SUM_LOOP(total) for (...) total += ...;
@@ -31,7 +34,8 @@
  *
  * A line's body may hold several FOR_EACH_IN_RUN loops, one after another.
  * On the device a logical thread is one (line, j): the per-line work runs in
- * every thread and each FOR_EACH_IN_RUN executes once, for that thread's j.
+ * every thread and each FOR_EACH_IN_RUN executes once, for that thread's j
+ * (a FOR_EACH_IN_RANGE once if j is in its range, else not at all).
  * On the host a thread takes whole lines: the per-line work (divisions and
  * modulos on `line`) runs once per line and each FOR_EACH_IN_RUN is a SIMD
  * loop over the run. Integer division per element is what makes a naive flat
@@ -78,6 +82,10 @@
 #define FOR_EACH_IN_RUN(j, run) \
     for (long long j = gc_j_, gc_run_once_ = 1; gc_run_once_; gc_run_once_ = 0)
 
+#define FOR_EACH_IN_RANGE(j, begin, end)                                                           \
+    for (long long j = gc_j_, gc_run_once_ = gc_j_ >= (long long)(begin) && gc_j_ < (long long)(end); \
+         gc_run_once_; gc_run_once_ = 0)
+
 #else  /* host C++ */
 
 #include <math.h>
@@ -109,6 +117,10 @@
 #define FOR_EACH_IN_RUN(j, run) \
     _Pragma("omp simd")         \
     for (long long j = 0; j < (long long)(run); ++j)
+
+#define FOR_EACH_IN_RANGE(j, begin, end) \
+    _Pragma("omp simd")                  \
+    for (long long j = (begin); j < (long long)(end); ++j)
 
 #endif
 

@@ -616,6 +616,19 @@ def test_col2im_edge_cases(cpu, rng, dtype, geometry):
     check(run_col2im(cpu, dtype, rng, **geometry), dtype)
 
 
+@each_dtype
+@given(geometry=conv_geometries(), O=st.integers(1, 3), relu=st.sampled_from([0, 1]), seed=seeds)
+def test_conv_direct_forward_random_shapes(cpu, dtype, geometry, O, relu, seed):
+    check(run_conv_direct_forward(cpu, dtype, np.random.default_rng(seed), O=O, relu=relu, **geometry), dtype)
+
+
+@each_dtype
+@conv_edge_cases
+def test_conv_direct_forward_edge_cases(cpu, rng, dtype, geometry):
+    """Rows narrower than the kernel, single columns: every output at the edge of its row."""
+    check(run_conv_direct_forward(cpu, dtype, rng, O=2, relu=0, **geometry), dtype)
+
+
 @conv_edge_cases
 def test_col2im_is_the_adjoint_of_im2col(cpu, rng, geometry):
     """<im2col(x), c> == <x, col2im(c)> for the kernels themselves."""

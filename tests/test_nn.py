@@ -54,6 +54,21 @@ def test_conv_layer_matches_reference_and_pytorch_layout(rng):
     np.testing.assert_allclose(conv.forward(x), expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("kernel_size", [3, 5])
+def test_a_one_channel_conv_layer_infers_by_the_direct_kernel_and_trains_by_gemm(rng, kernel_size, monkeypatch):
+    conv = nn.Conv2d(1, 4, kernel_size, padding=kernel_size // 2, rng=rng)
+    x = rng.standard_normal((2, 1, 12, 10)).astype(np.float32)
+    expected = reference.conv2d(x, conv.weight.data, conv.bias.data, stride=1, padding=kernel_size // 2)
+    launched = []
+    launch = conv.backend.launch
+    monkeypatch.setattr(conv.backend, "launch", lambda name, **args: (launched.append(name), launch(name, **args)))
+    for mode, kernel in (("eval", "conv_direct_forward"), ("train", "im2col")):
+        getattr(conv, mode)()
+        launched.clear()
+        np.testing.assert_allclose(conv.forward(x), expected, rtol=1e-4, atol=1e-5, err_msg=mode)
+        assert launched[0] == kernel, (mode, launched)
+
+
 def test_a_few_adam_steps_lower_the_loss_on_a_fixed_batch(rng):
     model = BinaryDetector(image_size=32, seed=0)
     x = rng.standard_normal((8, 1, 32, 32)).astype(np.float32)

@@ -43,7 +43,8 @@ def _uniform(rng, bound, shape):
 
 
 class Conv2d(Module):
-    """2-D convolution (cross-correlation) by im2col + GEMM, with bias."""
+    """2-D convolution (cross-correlation) by im2col + GEMM, with bias; in inference, a one-channel first
+    layer by the direct kernel instead (see :func:`glasscuda.ops.direct_conv_suits`)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *, rng=None):
         super().__init__()
@@ -68,7 +69,7 @@ class Conv2d(Module):
         if x.shape[1] != self.in_channels:
             raise ValueError(f"Conv2d: input has {x.shape[1]} channels, in_channels is {self.in_channels}")
         y, saved = ops.conv2d_forward(self.backend, x, self.weight.data, self.bias.data,
-                                      self.stride, self.padding, relu=relu is not None)
+                                      self.stride, self.padding, relu=relu is not None, method=self._method(x))
         self._keep((saved, x.shape))
         if relu is not None:
             relu._keep(y)   # what ReLU.forward would have kept
@@ -84,7 +85,12 @@ class Conv2d(Module):
         weight, bias = ops.fold_batchnorm_conv(self.backend, self.weight.data, self.bias.data, bn.running_mean,
                                                bn.running_var, bn.weight.data, bn.bias.data, bn.eps)
         return ops.conv2d_forward(self.backend, x, weight, bias, self.stride, self.padding,
-                                  relu=relu is not None)[0]
+                                  relu=relu is not None, method=self._method(x))[0]
+
+    def _method(self, x) -> str:
+        suits = ops.direct_conv_suits(self.backend, x.shape, self.weight.data.shape, self.stride, self.padding,
+                                      training=self.training)
+        return "direct" if suits else "gemm"
 
     def backward(self, grad_out, need_input_grad=True):
         saved, x_shape = self._take()
