@@ -151,13 +151,14 @@ def conv2d_forward(be, x, weight, bias, stride=1, padding=0, relu=False, method=
     return out.reshape(g.N, O, g.HO, g.WO), col
 
 
-def direct_conv_suits(be, x_shape, weight_shape, stride=1, padding=0, training=False) -> bool:
-    """Whether a layer takes the direct method: for inference on the CPU, with one input channel, a square
-    3x3 or 5x5 kernel and column stride 1, where conv_direct_forward's unmasked pass covers every output and
-    is the faster forward (bench/results/report.md, "conv forward"). Training keeps im2col + GEMM, whose
-    weight gradient is the faster ("conv weight gradient")."""
+def direct_conv_suits(x_shape, weight_shape, stride=1, padding=0) -> bool:
+    """Whether a layer takes the direct method: one input channel, a square 3x3 or 5x5 kernel and column
+    stride 1, where conv_direct_forward's unmasked pass covers every output. On the CPU its forward takes
+    about half the time of im2col + GEMM and its weight gradient about the same (bench/results/report.md,
+    "conv forward" and "conv weight gradient"); on every device the layer keeps the padded input for
+    backward instead of the columns (KH*KW times larger), and a step makes fewer launches."""
     g = ConvGeometry.of(x_shape, weight_shape, stride, padding)
-    return not training and be.name == "cpu" and g.C == 1 and g.KH == g.KW and g.KW in (3, 5) and g.SW == 1
+    return g.C == 1 and g.KH == g.KW and g.KW in (3, 5) and g.SW == 1
 
 
 def conv2d_backward(be, dy, saved, x_shape, weight, stride=1, padding=0, need_dx=True, method="gemm"):

@@ -55,18 +55,26 @@ def test_conv_layer_matches_reference_and_pytorch_layout(rng):
 
 
 @pytest.mark.parametrize("kernel_size", [3, 5])
-def test_a_one_channel_conv_layer_infers_by_the_direct_kernel_and_trains_by_gemm(rng, kernel_size, monkeypatch):
-    conv = nn.Conv2d(1, 4, kernel_size, padding=kernel_size // 2, rng=rng)
+def test_a_one_channel_conv_layer_runs_on_the_direct_kernels(rng, kernel_size, monkeypatch):
+    """Forward in both modes and backward by conv_direct_*, with the same results as the reference."""
+    P = kernel_size // 2
+    conv = nn.Conv2d(1, 4, kernel_size, padding=P, rng=rng)
     x = rng.standard_normal((2, 1, 12, 10)).astype(np.float32)
-    expected = reference.conv2d(x, conv.weight.data, conv.bias.data, stride=1, padding=kernel_size // 2)
+    dy = rng.standard_normal((2, 4, 12, 10)).astype(np.float32)
+    expected = reference.conv2d(x, conv.weight.data, conv.bias.data, stride=1, padding=P)
+    _, dweight, dbias = reference.conv2d_backward(dy, x, conv.weight.data, padding=P)
     launched = []
     launch = conv.backend.launch
     monkeypatch.setattr(conv.backend, "launch", lambda name, **args: (launched.append(name), launch(name, **args)))
-    for mode, kernel in (("eval", "conv_direct_forward"), ("train", "im2col")):
+    for mode in ("eval", "train"):
         getattr(conv, mode)()
-        launched.clear()
         np.testing.assert_allclose(conv.forward(x), expected, rtol=1e-4, atol=1e-5, err_msg=mode)
-        assert launched[0] == kernel, (mode, launched)
+    conv.weight.grad[...] = 0
+    conv.bias.grad[...] = 0
+    assert conv.backward(dy, need_input_grad=False) is None
+    np.testing.assert_allclose(conv.weight.grad, dweight, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(conv.bias.grad, dbias, rtol=1e-4, atol=1e-4)
+    assert launched == ["conv_direct_forward"] * 2 + ["conv_direct_grad_partial", "conv_direct_grad_reduce"]
 
 
 def test_a_few_adam_steps_lower_the_loss_on_a_fixed_batch(rng):

@@ -43,8 +43,8 @@ def _uniform(rng, bound, shape):
 
 
 class Conv2d(Module):
-    """2-D convolution (cross-correlation) by im2col + GEMM, with bias; in inference, a one-channel first
-    layer by the direct kernel instead (see :func:`glasscuda.ops.direct_conv_suits`)."""
+    """2-D convolution (cross-correlation) by im2col + GEMM, with bias; a one-channel first layer by the
+    direct kernels instead (see :func:`glasscuda.ops.direct_conv_suits`)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *, rng=None):
         super().__init__()
@@ -68,9 +68,10 @@ class Conv2d(Module):
         _check_input("Conv2d", x, 4, "[N, C, H, W]")
         if x.shape[1] != self.in_channels:
             raise ValueError(f"Conv2d: input has {x.shape[1]} channels, in_channels is {self.in_channels}")
+        method = self._method(x)
         y, saved = ops.conv2d_forward(self.backend, x, self.weight.data, self.bias.data,
-                                      self.stride, self.padding, relu=relu is not None, method=self._method(x))
-        self._keep((saved, x.shape))
+                                      self.stride, self.padding, relu=relu is not None, method=method)
+        self._keep((saved, x.shape, method))
         if relu is not None:
             relu._keep(y)   # what ReLU.forward would have kept
         return y
@@ -88,14 +89,13 @@ class Conv2d(Module):
                                   relu=relu is not None, method=self._method(x))[0]
 
     def _method(self, x) -> str:
-        suits = ops.direct_conv_suits(self.backend, x.shape, self.weight.data.shape, self.stride, self.padding,
-                                      training=self.training)
+        suits = ops.direct_conv_suits(x.shape, self.weight.data.shape, self.stride, self.padding)
         return "direct" if suits else "gemm"
 
     def backward(self, grad_out, need_input_grad=True):
-        saved, x_shape = self._take()
+        saved, x_shape, method = self._take()
         dx, dw, db = ops.conv2d_backward(self.backend, grad_out, saved, x_shape, self.weight.data,
-                                         self.stride, self.padding, need_dx=need_input_grad)
+                                         self.stride, self.padding, need_dx=need_input_grad, method=method)
         self.weight.grad += dw
         self.bias.grad += db
         return dx
