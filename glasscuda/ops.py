@@ -124,7 +124,7 @@ def _conv_method(method: str) -> str:
 
 def conv2d_forward(be, x, weight, bias, stride=1, padding=0, relu=False, method="gemm"):
     """y = conv(x, weight) + bias, then ReLU when ``relu``. Returns (y [N, O, HO, WO], saved) — saved is
-    what conv2d_backward needs: im2col's columns, or x itself for the direct method.
+    what conv2d_backward needs: im2col's columns, or for the direct method x with its padding written out.
 
     ``method`` "gemm": one GEMM for the whole batch gives channel-major [O, N, HO*WO]; one pass
     (swap_outer_axes_bias) restores NCHW, adding the bias and applying the ReLU on the way. "direct": the
@@ -154,7 +154,7 @@ def conv2d_forward(be, x, weight, bias, stride=1, padding=0, relu=False, method=
 def direct_conv_suits(x_shape, weight_shape, stride=1, padding=0) -> bool:
     """Whether a layer takes the direct method: one input channel, a square 3x3 or 5x5 kernel and column
     stride 1, where conv_direct_forward's unmasked pass covers every output. On the CPU its forward takes
-    about half the time of im2col + GEMM and its weight gradient about the same (bench/results/report.md,
+    about 0.6 of the time of im2col + GEMM and its weight gradient about the same (bench/results/report.md,
     "conv forward" and "conv weight gradient"); on every device the layer keeps the padded input for
     backward instead of the columns (KH*KW times larger), and a step makes fewer launches."""
     g = ConvGeometry.of(x_shape, weight_shape, stride, padding)
