@@ -41,7 +41,7 @@ TASK_DEFAULTS = {   # what does not change with --recipe (see glasscuda/tasks/re
 
 # The flags only some tasks read (a default of None, filled from the task's recipe): given to another task, an error.
 TASK_FLAGS = {**{flag: ("binary",) for flag in ("width", "schedule", "lr_warmup", "ema", "threshold_rule")},
-              "warmup_epochs": ("multilabel",),
+              **{flag: ("multilabel",) for flag in ("warmup_epochs", "crop")},
               **{flag: ("binary", "multilabel") for flag in ("head", "batchnorm", "weight_decay", "tta", "aug_flip",
                                                              "aug_rotate", "aug_jitter", "aug_sharpness",
                                                              "aug_noise", "aug_erase")}}
@@ -184,6 +184,10 @@ Score new images with python -m glasscuda.predict --checkpoint OUT/best.npz.""")
                             help="epochs that first train the backbone under the binary detector's dense "
                                  "head (one output per class) before the pooled head takes over; 0 skips "
                                  f"it ({recipe_help('warmup_epochs')})")
+    multilabel.add_argument("--crop", type=int, metavar="N",
+                            help="train on random N x N crops of the --img-size images, each labelled with the "
+                                 "classes whose box centre it holds (every label line needs a box); validation "
+                                 f"and test score whole images; 0 trains on whole images ({recipe_help('crop')})")
     multilabel.add_argument("--t0", type=positive_int, default=3, help="warm-restart period T_0 in epochs (default 3)")
     multilabel.add_argument("--t-mult", type=positive_int, default=2, help="period multiplier T_mult (default 2)")
     multilabel.add_argument("--eta-min", type=non_negative_float, default=1e-5, help="lowest learning rate (default 1e-5)")
@@ -219,6 +223,11 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error(str(error))
     if args.warmup_epochs is not None and args.warmup_epochs < 0:
         parser.error(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
+    if args.task == "multilabel" and args.crop:
+        if args.crop < 16 or args.crop % 16 or args.crop > args.img_size:
+            parser.error(f"--crop must be 0 or a multiple of 16 up to --img-size ({args.img_size}), got {args.crop}")
+        if args.warmup_epochs:
+            parser.error("--crop needs --warmup-epochs 0: the warm-up's dense head takes whole images only")
     foreign = [flag for flag, tasks in TASK_FLAGS.items() if args.task not in tasks and getattr(args, flag) is not None]
     if foreign:
         parser.error(f"{', '.join('--' + f.replace('_', '-') for f in foreign)}: not an option of the "

@@ -29,7 +29,7 @@ READ_EVERY = 25   # steps between two reads of the running loss and the finitene
 
 
 def train_epoch(model, loss_fn, optimizer, images, targets, batches, normalizer, rng, *,
-                augment=None, scheduler_step=None, description="train", progress=True,
+                augment=None, crop=None, scheduler_step=None, description="train", progress=True,
                 read_every: int = READ_EVERY) -> EpochResult:
     """One pass over ``batches`` (lists of indices into ``images``/``targets``).
 
@@ -38,7 +38,10 @@ def train_epoch(model, loss_fn, optimizer, images, targets, batches, normalizer,
     the device — the batch's indices — gathers its batch there, augments it
     with random numbers drawn there (``augment(backend, x, generator)``, the
     generator from ``Backend.random_generator``), and takes one optimizer
-    step; nothing in a step waits for the host. The running loss and whether
+    step; nothing in a step waits for the host. With ``crop``, the model
+    trains on ``crop(x, rows, generator)``, a batch cut from the gathered one
+    and its targets (for example :class:`glasscuda.data.crops.BoxCrops`),
+    augmented after cutting. The running loss and whether
     a loss or gradient has become NaN or infinite accumulate on the device and
     are read every ``read_every`` steps and at the end of the epoch; the
     scores, once, at the end. ``scheduler_step(fraction_of_epoch)`` is called
@@ -73,6 +76,8 @@ def train_epoch(model, loss_fn, optimizer, images, targets, batches, normalizer,
     for b, index in enumerate(bar):
         rows = be.asarray(np.asarray(index, dtype=np.int64))
         x, y = device_images[rows], device_targets[rows]
+        if crop is not None:
+            x, y = crop(x, rows, generator)
         if augment is not None:
             x = augment(be, x, generator)
         optimizer.zero_grad()
@@ -87,14 +92,17 @@ def train_epoch(model, loss_fn, optimizer, images, targets, batches, normalizer,
         total = total + loss.astype(np.float64) * len(index)
         seen += len(index)
         scores.append(sigmoid(logits, xp))
-        all_targets.append(targets[index])
+        all_targets.append(y)
         if (b + 1) % read_every == 0:
             bar.set_postfix(loss=f"{read():.4f}")
     bar.close()
     mean_loss = read()
-    return EpochResult(mean_loss, be.to_numpy(xp.concatenate(scores)) if scores else np.empty((0, 0)),
-                       np.concatenate(all_targets) if all_targets else np.empty((0, 0)),
-                       time.perf_counter() - start)
+    if not scores:
+        return EpochResult(mean_loss, np.empty((0, 0)), np.empty((0, 0)), time.perf_counter() - start)
+    scores, all_targets = xp.concatenate(scores), xp.concatenate(all_targets)
+    both = be.to_numpy(xp.concatenate([scores.ravel(), all_targets.ravel()]))   # one read for the two
+    return EpochResult(mean_loss, both[:scores.size].reshape(scores.shape),
+                       both[scores.size:].reshape(all_targets.shape), time.perf_counter() - start)
 
 
 def predict_logits(model, images, normalizer, *, batch_size=128, tta=False, progress=False,

@@ -31,7 +31,7 @@ REPORT_BINARY = {"epochs": 50, "img_size": 128, "lr": 1e-3, "batch_size": 32, "w
                  "aug_erase": 0.0, "threshold_rule": "f1"}
 _AUGMENT = Augment()
 REPORT_MULTILABEL = {"epochs": 9, "img_size": 128, "lr": 1e-3, "batch_size": 32, "weight_decay": 1e-2, "tta": True,
-                     "head": "pooled", "batchnorm": False, "warmup_epochs": 10, "aug_flip": _AUGMENT.p_flip, "aug_rotate": _AUGMENT.p_rotate, "aug_jitter": _AUGMENT.p_jitter,
+                     "head": "pooled", "batchnorm": False, "warmup_epochs": 10, "crop": 0, "aug_flip": _AUGMENT.p_flip, "aug_rotate": _AUGMENT.p_rotate, "aug_jitter": _AUGMENT.p_jitter,
                      "aug_sharpness": _AUGMENT.p_sharpness, "aug_noise": _AUGMENT.p_noise,
                      "aug_erase": _AUGMENT.p_erase}
 OPTIONS = dict(head="pooled", batchnorm=True, width=2)

@@ -128,6 +128,43 @@ def test_multilabel_resume_after_the_warm_up_gives_the_same_result(tiny_glass, t
     assert final["warmup"] == resumed.header["warmup"]
 
 
+def test_multilabel_trains_on_crops_and_scores_whole_images(tiny_glass, tmp_path):
+    out = tmp_path / "crops"
+    assert run_train("--task", "multilabel", "--data", tiny_glass, "--img-size", 32, "--crop", 16, "--epochs", 2,
+                     "--warmup-epochs", 0, "--out", out, "--device", "cpu") == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["run"]["crop"] == 16 and [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert load_checkpoint(out / "best.npz").header["run"]["img_size"] == 32
+
+
+def test_crops_need_a_box_on_every_label_line(tiny_glass, tmp_path, capsys):
+    root = tmp_path / "set"
+    shutil.copytree(tiny_glass, root)
+    label = sorted((root / "train" / "txt").glob("*.txt"))[0]
+    label.write_text("".join(line.split()[0] + "\n" for line in label.read_text().splitlines()))
+    code = run_train("--task", "multilabel", "--data", root, "--img-size", 32, "--crop", 16, "--epochs", 1,
+                     "--warmup-epochs", 0, "--out", tmp_path / "run", "--device", "cpu")
+    err = capsys.readouterr().err
+    assert code == 2 and f"{label.stem}.png" in err and "has no box" in err
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--crop", "24"], "--crop must be 0 or a multiple of 16 up to --img-size (128), got 24"),
+    (["--crop", "144"], "--crop must be 0 or a multiple of 16 up to --img-size (128), got 144"),
+    (["--crop", "64", "--recipe", "seed"], "--crop needs --warmup-epochs 0"),
+])
+def test_a_crop_the_run_cannot_take_is_refused(flags, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        train.parse_args(["--task", "multilabel", *flags])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_crops_are_not_an_option_of_the_binary_task(capsys):
+    with pytest.raises(SystemExit) as stop:
+        train.parse_args(["--crop", "64"])
+    assert stop.value.code == 2 and "--crop: not an option of the binary task" in capsys.readouterr().err
+
+
 def test_an_interrupt_in_the_warm_up_says_there_is_nothing_to_resume(tiny_glass, tmp_path, capsys, monkeypatch):
     from glasscuda.tasks import multilabel
 

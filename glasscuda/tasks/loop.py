@@ -59,7 +59,8 @@ class Recipe:
     into the history entry's metrics (training and validation) and the value
     that decides the best epoch (higher is better); ``summary(entry)`` is the
     middle of the epoch's printed line; ``plot(history, path)`` draws the
-    curves. ``epoch_start(epoch)``, ``batch_step(fraction)`` and
+    curves. ``crop`` is :func:`~glasscuda.training.train_epoch`'s (None: whole
+    images). ``epoch_start(epoch)``, ``batch_step(fraction)`` and
     ``epoch_end(value)`` are optional hooks (a loss that reports, per-batch
     and per-epoch schedules). With ``patience`` the run stops after that many
     epochs without a better ``watched`` value. With an ``average``
@@ -80,6 +81,7 @@ class Recipe:
     plot: Callable
     scheduler: object = None
     augment: object = None
+    crop: object = None
     epoch_start: Callable | None = None
     batch_step: Callable | None = None
     epoch_end: Callable | None = None
@@ -154,7 +156,7 @@ def fit(options: TaskOptions, files, recipe: Recipe, run_config: dict, header_ex
                 recipe.batch_step(e - 1 + fraction)
         result = training.train_epoch(
             model, recipe.loss_fn, optimizer, recipe.train_images, recipe.train_targets,
-            recipe.sampler.epoch(rng), recipe.normalizer, rng, augment=recipe.augment,
+            recipe.sampler.epoch(rng), recipe.normalizer, rng, augment=recipe.augment, crop=recipe.crop,
             scheduler_step=batch_step if average is not None or recipe.batch_step is not None else None,
             description=f"epoch {epoch}/{options.epochs}",
             progress=options.progress)

@@ -16,6 +16,12 @@ defect types first, and the pooled head trained after it keeps the class
 activation maps. The default recipe's batch norm and max-pooled head train
 from the start without it.
 
+Crops (``--crop N``): the images load at ``--img-size`` and each training
+step sees a random N-pixel crop of each, labelled with the classes whose box
+centre it holds (:class:`glasscuda.data.crops.BoxCrops`), so small defects keep
+their pixels while a step costs what an N-pixel image costs; validation and
+test score whole images.
+
 Decision rule: :func:`glasscuda.glass.decide` (the defect classes that reach
 their threshold, else "no_defect"). The no_defect column of the reported
 metrics is this rule's, not its raw threshold's.
@@ -26,6 +32,7 @@ import numpy as np
 
 from .. import training
 from ..checkpoint import load_checkpoint, save_checkpoint
+from ..data.crops import BoxCrops
 from ..data.sampling import BalancedBatchSampler
 from ..glass import NO_DEFECT, decide
 from ..losses import FocalLoss, inverse_frequency_weights
@@ -41,7 +48,7 @@ from .options import MultilabelOptions, UsageError
 
 RUN_KEYS = ("task", "recipe", "data", "synthetic_train", "img_size", "batch_size", "lr", "seed", "gamma",
             "class_weights", "weight_decay", "t0", "t_mult", "eta_min", "channels", "warmup_epochs", "tta", "head",
-            "batchnorm")
+            "batchnorm", "crop")
 
 
 def targets_of(dataset) -> np.ndarray:
@@ -59,6 +66,21 @@ def report(truth, probs, thresholds, names) -> dict:
         result.update(micro_precision=float("nan"), micro_recall=float("nan"), micro_f1=float("nan"),
                       macro_f1=float("nan"), undefined=note)
     return result
+
+
+def training_crops(options, data, be):
+    """``crop(x, rows, generator)`` cutting ``--crop`` pixel crops with their targets (no_defect first), or None."""
+    if not options.crop:
+        return None
+    try:
+        crops = BoxCrops(data.train, options.crop, be)
+    except ValueError as error:
+        raise UsageError(f"--crop {options.crop}: {error}") from None
+
+    def crop(x, rows, generator):
+        x, holds = crops(x, rows, generator)
+        return x, be.xp.concatenate([1 - holds.max(axis=1, keepdims=True), holds], axis=1)
+    return crop
 
 
 def class_weights(options, sampler, targets, rng_seed) -> np.ndarray:
@@ -153,7 +175,7 @@ def run(options: MultilabelOptions, be, files) -> dict:
     recipe = glass_recipe(
         "multilabel", data, validate, tta=options.tta, model=model, loss_fn=loss_fn,
         optimizer=optimizer, scheduler=scheduler, sampler=sampler, train_targets=train_targets,
-        augment=augment, batch_step=scheduler.step)
+        augment=augment, crop=training_crops(options, data, be), batch_step=scheduler.step)
     header = {"class_names": names, "class_weights": weights.tolist(), "gamma": options.gamma,
               "warmup": warmup_history}
     history, stopper = fit(options, files, recipe, run_config, header, dataset_files(data))

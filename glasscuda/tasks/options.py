@@ -75,7 +75,7 @@ class BinaryOptions(GlassOptions):
 
 @dataclass(kw_only=True)
 class MultilabelOptions(GlassOptions):
-    """The multi-label task: focal loss, AdamW with warm restarts, warm-up."""
+    """The multi-label task: focal loss, AdamW with warm restarts, warm-up, training crops."""
 
     gamma: float
     class_weights: str | None
@@ -84,6 +84,7 @@ class MultilabelOptions(GlassOptions):
     t_mult: int
     eta_min: float
     channels: int
+    crop: int
 
 
 @dataclass(kw_only=True)

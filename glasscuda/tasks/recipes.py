@@ -24,7 +24,7 @@ SEED = {
                "threshold_rule": "f1",
                **NO_AUGMENT},
     "multilabel": {"epochs": 9, "img_size": 128, "lr": 1e-3, "batch_size": 32, "weight_decay": 1e-2, "tta": True,
-                   "head": "pooled", "batchnorm": False, "warmup_epochs": 10, **AUGMENT},
+                   "head": "pooled", "batchnorm": False, "warmup_epochs": 10, "crop": 0, **AUGMENT},
     "cifar10": {"epochs": 10, "img_size": 32, "lr": 1e-3, "batch_size": 64},
 }
 
