@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.report import RESULTS, ROOT, peer_environment, versions
+from bench.report import RESULTS, ROOT, cpu_name, peer_environment, versions
 from glasscuda.evaluation.annotations import load_annotations
 from glasscuda.evaluation.inputs import EvaluationError
 from glasscuda.evaluation.localisation import heatmap_localisation
@@ -187,7 +187,7 @@ def header(args) -> dict:
     command = shlex.join(train_command(args, "SEED", placeholder)).replace(sys.executable, "python", 1)
     return {"dataset": Path(args.data).resolve().name, "task": args.task,
             "recipe": args.recipe, "label": args.label, "seeds": ",".join(map(str, args.seeds)),
-            "train command": f"`{command}`", "commit": git_commit(), "CPUs": os.cpu_count(),
+            "train command": f"`{command}`", "commit": git_commit(), "CPU": cpu_name(), "CPUs": os.cpu_count(),
             "versions": ", ".join(f"{k} {v}" for k, v in versions().items()),
             "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")}
 
@@ -302,9 +302,9 @@ def merged_header(old: dict, new: dict) -> dict:
     """``new`` with the seeds of both runs, and commit and date per run where they differ."""
     merged = dict(new)
     merged["seeds"] = ",".join(sorted(set(old["seeds"].split(",")) | set(new["seeds"].split(",")), key=int))
-    for key in ("commit", "date", "versions"):
-        if old[key] != new[key]:
-            merged[key] = f"{old[key]} (seeds {old['seeds']}); {new[key]} (seeds {new['seeds']})"
+    for key in ("commit", "date", "versions", "CPU"):
+        if old.get(key, "not recorded") != new[key]:
+            merged[key] = f"{old.get(key, 'not recorded')} (seeds {old['seeds']}); {new[key]} (seeds {new['seeds']})"
     return merged
 
 

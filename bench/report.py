@@ -316,6 +316,17 @@ def versions() -> dict[str, str]:
     return found
 
 
+def cpu_name() -> str:
+    """This machine's processor model (wall times compare only on the same one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine(runs: list[dict]) -> str:
     for run in runs:
         info = run.get("data", {}).get("machine_info", {})

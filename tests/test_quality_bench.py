@@ -113,5 +113,5 @@ def test_add_puts_seeds_into_a_section_run_the_same_way(tiny_glass, tmp_path, ca
     f1s = [metrics(tmp_path, "A", seed)["final"]["test"]["f1"] for seed in (0, 1, 2)]
     assert merged["mean"]["f1"] == pytest.approx(statistics.fmean(f1s))
     assert merged["std"]["f1"] == pytest.approx(statistics.stdev(f1s))
-    assert merged["header"]["seeds"] == "0,1,2"
+    assert merged["header"]["seeds"] == "0,1,2" and merged["header"]["CPU"] == quality.cpu_name()
     assert list(table(section((tmp_path / "q.md").read_text(), "A"))) == ["0", "1", "2", "mean ± std"]
