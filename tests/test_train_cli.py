@@ -137,6 +137,18 @@ def test_multilabel_trains_on_crops_and_scores_whole_images(tiny_glass, tmp_path
     assert load_checkpoint(out / "best.npz").header["run"]["img_size"] == 32
 
 
+def test_a_run_on_crops_resumes_to_the_same_weights(tiny_glass, tmp_path):
+    common = ["--task", "multilabel", "--data", tiny_glass, "--img-size", 32, "--crop", 16, "--device", "cpu",
+              "--warmup-epochs", 0, "--t0", 1]
+    assert run_train(*common, "--epochs", 2, "--out", tmp_path / "straight") == 0
+    assert run_train(*common, "--epochs", 1, "--out", tmp_path / "halted") == 0
+    assert run_train(*common, "--epochs", 2, "--out", tmp_path / "halted", "--resume") == 0
+    straight = load_checkpoint(tmp_path / "straight" / "last.npz")
+    resumed = load_checkpoint(tmp_path / "halted" / "last.npz")
+    for name in straight.model_state:
+        np.testing.assert_array_equal(straight.model_state[name], resumed.model_state[name], err_msg=name)
+
+
 def test_crops_need_a_box_on_every_label_line(tiny_glass, tmp_path, capsys):
     root = tmp_path / "set"
     shutil.copytree(tiny_glass, root)
