@@ -74,11 +74,6 @@ def check_array(what, tol=EXACT):
     return lambda actual, expected: assert_close(actual, expected, tol, what)
 
 
-def check_pool_forward(actual, expected):
-    assert_close(actual[0], expected[0], EXACT, "maxpool forward values")
-    assert np.array_equal(actual[1], expected[1]), "maxpool forward argmax differs from the reference"
-
-
 # Convolution: im2col and col2im ---------------------------------------------
 
 @peers
@@ -154,54 +149,68 @@ def test_first_conv_weight_grad(benchmark, peer, method):
                 glasscuda_fn=glasscuda_fn, check=check)
 
 
-# Max pooling 2x2, stride 2, after each conv ----------------------------------
+# ReLU then max pooling 2x2, stride 2, after each conv: one pass each way --------------
+
+def check_pool_forward(actual, expected):
+    """Values as the reference's; argmax as well wherever a window's max is > 0 (elsewhere the fused kernel
+    names the max of the pre-activations and the reference the first 0, both without a gradient)."""
+    assert_close(actual[0], expected[0], EXACT, "ReLU + maxpool forward values")
+    positive = expected[0] > 0
+    assert np.array_equal(actual[1][positive], expected[1][positive]), \
+        "ReLU + maxpool forward argmax differs from the reference"
+
 
 @peers
 def test_maxpool_forward(benchmark, peer, layer):
     x = random(layer.output_shape, seed=layer.index)
     out_elements = int(np.prod(layer.pooled_shape))
     moved = x.nbytes + out_elements * (x.itemsize + np.dtype(np.int64).itemsize)
-    time_kernel(benchmark, peer, group=f"maxpool forward {shape_text(x.shape)}", inputs=(x,),
-                reference_fn=lambda x: R.maxpool2d(x, POOL),
-                glasscuda_fn=lambda be, x: ops.maxpool2d_forward(be, x, POOL),
+    time_kernel(benchmark, peer, group=f"ReLU + maxpool forward {shape_text(x.shape)}", inputs=(x,),
+                reference_fn=lambda x: R.maxpool2d(R.relu(x), POOL),
+                glasscuda_fn=lambda be, x: ops.maxpool2d_forward(be, x, POOL, relu=True),
                 check=check_pool_forward, bytes_moved=moved)
 
 
 @peers
 def test_maxpool_backward(benchmark, peer, layer):
-    _, argmax = R.maxpool2d(random(layer.output_shape, seed=layer.index), POOL)
+    """The gradient through the pool and the ReLU before it: the reference in two steps from the ReLU's
+    output, glasscuda in one from the pool's output."""
+    activated = np.maximum(random(layer.output_shape, seed=layer.index), 0)
+    y, argmax = R.maxpool2d(activated, POOL)
+    y = y.astype(np.float32)
     dy = random(layer.pooled_shape, seed=100 + layer.index)
     x_shape = layer.output_shape
-    moved = dy.nbytes + argmax.nbytes + int(np.prod(x_shape)) * dy.itemsize
-    time_kernel(benchmark, peer, group=f"maxpool backward {shape_text(x_shape)}",
-                inputs=(dy, argmax),
-                reference_fn=lambda dy, argmax: R.maxpool2d_backward(dy, argmax, x_shape),
-                glasscuda_fn=lambda be, dy, argmax: ops.maxpool2d_backward(be, dy, argmax,
-                                                                           x_shape, POOL),
-                check=check_array("maxpool backward"), bytes_moved=moved)
+    moved = dy.nbytes + argmax.nbytes + y.nbytes + int(np.prod(x_shape)) * dy.itemsize
+    time_kernel(benchmark, peer, group=f"ReLU + maxpool backward {shape_text(x_shape)}",
+                inputs=(dy, argmax, y, activated),
+                reference_fn=lambda dy, argmax, _, a: R.relu_backward(a, R.maxpool2d_backward(dy, argmax, x_shape)),
+                glasscuda_fn=lambda be, dy, argmax, y, _: ops.maxpool2d_backward(be, dy, argmax, y, x_shape, POOL,
+                                                                                relu=True),
+                check=check_array("ReLU + maxpool backward"), bytes_moved=moved)
 
 
-# The fused pass the network runs after each conv's GEMM --------------------------------------------
+# The pass the network runs after each conv's GEMM --------------------------------------------
 
 @peers
 def test_conv_epilogue(benchmark, peer, layer):
-    """The GEMM's [O, N, HO*WO] output laid out as NCHW with the bias added and ReLU applied, in one pass."""
+    """The GEMM's [O, N, HO*WO] output laid out as NCHW with the bias added, in one pass (the ReLU follows in
+    the pool)."""
     N, O, H, W = layer.output_shape
     y, bias = random((O, N, H * W), seed=layer.index), random((O,), seed=50 + layer.index)
-    time_kernel(benchmark, peer, group=f"conv epilogue (bias, ReLU, NCHW) {shape_text(layer.output_shape)}",
+    time_kernel(benchmark, peer, group=f"conv epilogue (bias, NCHW) {shape_text(layer.output_shape)}",
                 inputs=(y, bias),
-                reference_fn=lambda y, b: R.swap_outer_axes_bias(y, b, relu=True),
+                reference_fn=lambda y, b: R.swap_outer_axes_bias(y, b, relu=False),
                 glasscuda_fn=lambda be, y, b: _conv_epilogue(be, y, b, N, O, H * W),
                 check=check_array("conv epilogue"), bytes_moved=2 * y.nbytes + bias.nbytes)
 
 
 def _conv_epilogue(be, y, bias, N, O, S):
     out = be.xp.empty((N, O, S), dtype=y.dtype)
-    be.launch("swap_outer_axes_bias", x=y, bias=bias, y=out, A=O, B=N, L=S, relu=1)
+    be.launch("swap_outer_axes_bias", x=y, bias=bias, y=out, A=O, B=N, L=S, relu=0)
     return out
 
 
-# ReLU after each conv and after the hidden Linear ----------------------------
+# ReLU on its own: at each conv's output (where a pool does not follow it) and after the hidden Linear ----------------------------
 
 RELU_SHAPES = [c.output_shape for c in CONV_LAYERS] + [(BATCH, HIDDEN)]
 relu_shapes = pytest.mark.parametrize("shape", RELU_SHAPES, ids=[shape_text(s) for s in RELU_SHAPES])

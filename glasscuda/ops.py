@@ -214,8 +214,9 @@ def conv_direct_grad(be, dy, x, g: ConvGeometry, O: int):
 
 # Pooling --------------------------------------------------------------------
 
-def maxpool2d_forward(be, x, kernel_size, stride=None):
-    """Returns (y [N, C, HO, WO], argmax int64 of the same shape)."""
+def maxpool2d_forward(be, x, kernel_size, stride=None, *, relu=False):
+    """Returns (y [N, C, HO, WO], argmax int64 of the same shape); with ``relu``, max-pool of relu(x), to the bit
+    (the ReLU is taken of each window's max, see kernels/pool.cu), argmax then naming the max of x."""
     (KH, KW) = _pair(kernel_size)
     (SH, SW) = _pair(stride if stride is not None else kernel_size)
     if x.ndim != 4:
@@ -229,24 +230,24 @@ def maxpool2d_forward(be, x, kernel_size, stride=None):
     y = be.xp.empty((N, C, HO, WO), dtype=x.dtype)
     argmax = be.xp.empty((N, C, HO, WO), dtype=np.int64)
     be.launch("maxpool_forward", x=x, y=y, argmax=argmax, N=N, C=C, H=H, W=W,
-              KH=KH, KW=KW, SH=SH, SW=SW, HO=HO, WO=WO)
+              KH=KH, KW=KW, SH=SH, SW=SW, HO=HO, WO=WO, relu=int(relu))
     return y, argmax
 
 
-def maxpool2d_backward(be, dy, argmax, x_shape, kernel_size, stride=None):
+def maxpool2d_backward(be, dy, argmax, y, x_shape, kernel_size, stride=None, *, relu=False):
+    """dx of max-pool (of relu(x) with ``relu``) from the forward's ``argmax`` and output ``y``."""
     (KH, KW) = _pair(kernel_size)
     (SH, SW) = _pair(stride if stride is not None else kernel_size)
     N, C, H, W = x_shape
     HO, WO = dy.shape[2], dy.shape[3]
     dy = be.xp.ascontiguousarray(dy)
-    if KH <= SH and KW <= SW:   # windows never overlap: write each gradient to its argmax
-        dx = be.xp.zeros(x_shape, dtype=dy.dtype)
-        be.launch("maxpool_backward_disjoint", dy=dy, argmax=argmax, dx=dx,
-                  N=N, C=C, H=H, W=W, HO=HO, WO=WO)
+    dx = be.xp.empty(x_shape, dtype=dy.dtype)
+    if KH <= SH and KW <= SW:   # windows never overlap: one candidate window per pixel
+        be.launch("maxpool_backward_disjoint", dy=dy, argmax=argmax, y=y, dx=dx,
+                  N=N, C=C, H=H, W=W, SH=SH, SW=SW, HO=HO, WO=WO, relu=int(relu))
     else:
-        dx = be.xp.empty(x_shape, dtype=dy.dtype)
-        be.launch("maxpool_backward", dy=dy, argmax=argmax, dx=dx,
-                  N=N, C=C, H=H, W=W, KH=KH, KW=KW, SH=SH, SW=SW, HO=HO, WO=WO)
+        be.launch("maxpool_backward", dy=dy, argmax=argmax, y=y, dx=dx,
+                  N=N, C=C, H=H, W=W, KH=KH, KW=KW, SH=SH, SW=SW, HO=HO, WO=WO, relu=int(relu))
     return dx
 
 

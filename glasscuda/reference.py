@@ -170,6 +170,19 @@ def maxpool2d_backward(dy, argmax, x_shape):
     return dx.reshape(x_shape)
 
 
+def relu_maxpool2d(x, KH, KW=None, SH=None, SW=None):
+    """(y, argmax) of ReLU then max pooling, as the fused kernel gives them: y = maxpool2d(relu(x)), argmax
+    that of maxpool2d(x) (in windows with nothing above 0 the two argmaxes may differ; the gradient there is 0)."""
+    return maxpool2d(relu(x), KH, KW, SH, SW)[0], maxpool2d(x, KH, KW, SH, SW)[1]
+
+
+def relu_maxpool2d_backward(dy, x, KH, KW=None, SH=None, SW=None):
+    """dx of maxpool2d(relu(x)), layer by layer: the pool routes dy to the argmax of relu(x), then ReLU's
+    backward masks it."""
+    activated = relu(x)
+    return relu_backward(x, maxpool2d_backward(dy, maxpool2d(activated, KH, KW, SH, SW)[1], activated.shape))
+
+
 def global_avgpool(x):
     (x,) = _f64(x)
     return x.mean(axis=(2, 3))

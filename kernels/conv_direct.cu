@@ -19,7 +19,8 @@
  * in two passes, in a fixed order (no atomics), as bias_grad does. The output rows of
  * each image are cut into J = ceil(HO / rows) chunks of `rows` rows; k = n*J + j:
  *   conv_direct_grad_partial: partial[k, o, t] = the chunk's sum for (o, t)    [N*J, O, T]
- *       consecutive threads share the chunk's dy and x rows, which stay in cache
+ *       one logical thread per row of KW taps (and one for the bias): each dy element it loads serves
+ *       all KW; consecutive threads share the chunk's dy and x rows, which stay in cache
  *   conv_direct_grad_reduce:  sum over k of partial[k, o, t], into dweight and dbias
  */
 #include "portable.cuh"
@@ -98,46 +99,84 @@ KERNEL(conv_direct_forward)(const real* x, const real* weight, const real* bias,
     }
 }
 
+/* The KW sums of one kernel row at column stride 1 (KW = K, a constant), side by side: each dy element is
+   loaded once for all K taps, and the K running sums are independent chains. `shifted[ow + kj]` is the input
+   under output ow for tap kj, inside the image for PW - kj <= ow < W + PW - kj; [inner, outer) are the
+   outputs where every tap of the row is inside it, the outputs on either side take the taps that are. */
+#define TAP_SUM_DECLARE(k) real sum##k = 0;
+#define TAP_SUM_ADD(k) sum##k += v * shifted[ow + k];
+#define TAP_SUM_EDGES(k)                                                                                \
+    for (long long ow = gc_maxll(PW - k, 0); ow < gc_minll(inner, W + PW - k); ++ow)                    \
+        sum##k += grow[ow] * shifted[ow + k];                                                           \
+    for (long long ow = gc_maxll(outer, PW - k); ow < gc_minll(W + PW - k, WO); ++ow)                   \
+        sum##k += grow[ow] * shifted[ow + k];
+#define TAP_SUM_STORE(k) out[ki * KW + k] = sum##k;
+#define TAPS_3(X) X(0) X(1) X(2)
+#define TAPS_5(X) X(0) X(1) X(2) X(3) X(4)
+#define TAP_ROW_SUMS(TAPS, K, ...)                                                                      \
+    {                                                                                                   \
+        TAPS(TAP_SUM_DECLARE)                                                                           \
+        long long inner = gc_minll(PW, WO), outer = gc_maxll(gc_minll(W + PW - K + 1, WO), inner);     \
+        for (long long oh = first_row; oh < end_row; ++oh) {                                            \
+            long long h = oh * SH - PH + ki;                                                            \
+            if (h < 0 || h >= H) continue;                                                              \
+            const real* grow = g + oh * WO;                                                             \
+            const real* shifted = x + ((n * C + c) * H + h) * W - PW;                                   \
+            SUM_LOOP(__VA_ARGS__) for (long long ow = inner; ow < outer; ++ow) {                        \
+                real v = grow[ow];                                                                      \
+                TAPS(TAP_SUM_ADD)                                                                       \
+            }                                                                                           \
+            TAPS(TAP_SUM_EDGES)                                                                         \
+        }                                                                                               \
+        TAPS(TAP_SUM_STORE)                                                                             \
+    }
+
 KERNEL(conv_direct_grad_partial)(const real* dy, const real* x, real* partial,
                                  long long N, long long C, long long H, long long W,
                                  long long KH, long long KW, long long SH, long long SW,
                                  long long PH, long long PW, long long HO, long long WO,
                                  long long O, long long rows, long long J)
 {
-    long long T = C * KH * KW + 1;
-    FOR_EACH_REDUCTION(i, N * J * O * T, rows * WO) {
-        long long t = i % T;
-        long long o = i / T % O;
-        long long j = i / (T * O) % J;
-        long long n = i / (T * O * J);
+    /* One logical thread per (n, j, o, row of taps): r = c * KH + ki takes the KW taps (c, ki, 0..KW-1);
+       r = C * KH, the last, takes the bias. */
+    long long T = C * KH * KW + 1, R = C * KH + 1;
+    FOR_EACH_REDUCTION(i, N * J * O * R, rows * WO * KW) {
+        long long r = i % R;
+        long long o = i / R % O;
+        long long j = i / (R * O) % J;
+        long long n = i / (R * O * J);
         long long first_row = j * rows, end_row = gc_minll(HO, first_row + rows);
         const real* g = dy + (n * O + o) * HO * WO;
-        real sum = 0;
-        if (t == T - 1) {
+        real* out = partial + ((n * J + j) * O + o) * T;
+        if (r == R - 1) {
+            real sum = 0;
             for (long long oh = first_row; oh < end_row; ++oh) {
                 const real* grow = g + oh * WO;
                 SUM_LOOP(sum) for (long long ow = 0; ow < WO; ++ow) sum += grow[ow];
             }
-        } else {
-            long long c = t / (KH * KW), ki = t / KW % KH, kj = t % KW;
-            long long first = SW == 1 ? gc_maxll(PW - kj, 0) : 0, end = SW == 1 ? gc_minll(W + PW - kj, WO) : WO;
-            for (long long oh = first_row; oh < end_row; ++oh) {
-                long long h = oh * SH - PH + ki;
-                if (h < 0 || h >= H) continue;
-                const real* grow = g + oh * WO;
-                const real* row = x + ((n * C + c) * H + h) * W;
-                if (SW == 1) {
-                    const real* shifted = row + kj - PW;
-                    SUM_LOOP(sum) for (long long ow = first; ow < end; ++ow) sum += grow[ow] * shifted[ow];
-                } else {
+            out[T - 1] = sum;
+            continue;
+        }
+        long long c = r / KH, ki = r % KH;
+        out += c * KH * KW;
+        if (SW == 1 && KW == 5) TAP_ROW_SUMS(TAPS_5, 5, sum0, sum1, sum2, sum3, sum4)
+        else if (SW == 1 && KW == 3) TAP_ROW_SUMS(TAPS_3, 3, sum0, sum1, sum2)
+        else {
+            for (long long kj = 0; kj < KW; ++kj) {
+                real sum = 0;
+                for (long long oh = first_row; oh < end_row; ++oh) {
+                    long long h = oh * SH - PH + ki;
+                    if (h < 0 || h >= H) continue;
+                    const real* grow = g + oh * WO;
+                    const real* row = x + ((n * C + c) * H + h) * W;
                     for (long long ow = 0; ow < WO; ++ow) {
                         long long w = ow * SW - PW + kj;
                         if (w >= 0 && w < W) sum += grow[ow] * row[w];
                     }
                 }
+                out[ki * KW + kj] = sum;
             }
         }
-        partial[i] = sum;
     }
 }
 

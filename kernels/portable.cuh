@@ -31,6 +31,8 @@
  *                                   a serial sum inside one logical thread;
  *                                   the host may vectorise it (partial sums
  *                                   in SIMD lanes, a fixed order on each run).
+ *                                   SUM_LOOP(a, b, ...) for several sums in
+ *                                   one loop.
  *
  * A line's body may hold several FOR_EACH_IN_RUN loops, one after another.
  * On the device a logical thread is one (line, j): the per-line work runs in
@@ -68,7 +70,7 @@
     for (long long i = GC_THREAD_INDEX; i < (long long)(n); i += GC_THREAD_COUNT)
 
 #define FOR_EACH_REDUCTION(i, n, len) FOR_EACH(i, n)
-#define SUM_LOOP(total)
+#define SUM_LOOP(...)
 
 /* The device folds (line, j) into one grid-stride index. FOR_EACH_IN_RUN runs
    its body once, for this thread's j; it exists so that the host can make it a
@@ -112,7 +114,7 @@
               if ((long long)(n_lines) * (long long)(run) >= GC_PARALLEL_MIN_WORK)) \
     for (long long line = 0; line < (long long)(n_lines); ++line)
 
-#define SUM_LOOP(total) GC_PRAGMA(omp simd reduction(+ : total))
+#define SUM_LOOP(...) GC_PRAGMA(omp simd reduction(+ : __VA_ARGS__))
 
 #define FOR_EACH_IN_RUN(j, run) \
     _Pragma("omp simd")         \

@@ -22,20 +22,19 @@ SIDE, BATCH = 32, 4
 
 # The launches of one step, kernel by kernel (README, "A step on the device"): the binary network has
 # 4 conv blocks and 2 Linear layers (conv1 needs no input gradient), the multi-label one 4 conv blocks,
-# global average pooling and 1 Linear; each block's convolution, bias and ReLU take one forward pass after
-# the GEMM;
+# global average pooling and 1 Linear; each block's convolution and bias take one forward pass after
+# the GEMM, and its ReLU runs inside the max-pool, forward and backward;
 # each step has one augmentation launch or two, one loss, one Adam.
 # conv1 (one input channel, 5x5) runs on the direct kernels: one forward launch, two for its gradients.
 FIRST_CONV = {"conv_direct_forward": 1, "conv_direct_grad_partial": 1, "conv_direct_grad_reduce": 1}
 BINARY_STEP = {"flip_rotate90": 1, "im2col": 3, "swap_outer_axes_bias": 3, "swap_outer_axes": 3, "bias_add": 2,
                "relu_forward": 1,
                "maxpool_forward": 4, "bias_grad_partial": 5, "bias_grad_reduce": 5, "col2im": 3,
-               "maxpool_backward_disjoint": 4, "relu_backward": 5, "bce_with_logits": 1, "adam_update": 1,
+               "maxpool_backward_disjoint": 4, "relu_backward": 1, "bce_with_logits": 1, "adam_update": 1,
                **FIRST_CONV}
 MULTILABEL_STEP = {"flip_rotate90": 1, "rotate_bilinear": 1, "im2col": 3, "swap_outer_axes_bias": 3,
                    "swap_outer_axes": 3, "bias_add": 1, "maxpool_forward": 4, "global_avgpool_forward": 1, "bias_grad_partial": 4,
-                   "bias_grad_reduce": 4, "col2im": 3, "maxpool_backward_disjoint": 4, "relu_backward": 4,
-                   "global_avgpool_backward": 1, "focal_with_logits": 1, "adam_update": 1, **FIRST_CONV}
+                   "bias_grad_reduce": 4, "col2im": 3, "maxpool_backward_disjoint": 4, "global_avgpool_backward": 1, "focal_with_logits": 1, "adam_update": 1, **FIRST_CONV}
 
 
 def binary(be):

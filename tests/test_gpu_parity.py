@@ -52,10 +52,12 @@ def both(run, device, cpu, dtype, seed, **case):
 KERNEL_CASES = [(k, c) for k, cases in FIXED_CASES.items() for c in cases]
 KERNEL_CASES += [(k, dict(zip(("N", "C", "H", "W", "KH", "KW", "SH", "SW", "PH", "PW"), g)))
                  for k in ("im2col", "col2im") for g in CONV_EDGE_CASES]
-KERNEL_CASES += [(k, dict(zip(("N", "C", "H", "W", "KH", "KW", "SH", "SW"), g), ties=t))
-                 for k in ("maxpool_forward", "maxpool_backward") for g in POOL_EDGE_CASES for t in (False, True)]
-KERNEL_CASES += [("maxpool_backward_disjoint", dict(zip(("N", "C", "H", "W", "KH", "KW", "SH", "SW"), g), ties=t))
-                 for g in DISJOINT_EDGE_CASES for t in (False, True)]
+KERNEL_CASES += [(k, dict(zip(("N", "C", "H", "W", "KH", "KW", "SH", "SW"), g), ties=t, relu=r))
+                 for k in ("maxpool_forward", "maxpool_backward") for g in POOL_EDGE_CASES for t in (False, True)
+                 for r in (0, 1)]
+KERNEL_CASES += [("maxpool_backward_disjoint", dict(zip(("N", "C", "H", "W", "KH", "KW", "SH", "SW"), g), ties=t,
+                                                    relu=r))
+                 for g in DISJOINT_EDGE_CASES for t in (False, True) for r in (0, 1)]
 
 
 def _case_id(kernel, case):

@@ -109,11 +109,12 @@ def pool_ints(N, C, H, W, KH, KW, SH, SW):
                 HO=(H - KH) // SH + 1, WO=(W - KW) // SW + 1)
 
 
-def pool_input(rng, shape, dtype, ties):
-    """Distinct values, or (ties=True) values from {0, 1, 2} so that windows tie."""
-    if ties:
-        return rng.integers(0, 3, shape).astype(dtype)
-    return normal(rng, shape, dtype)
+def pool_input(rng, shape, dtype, ties, relu=0):
+    """Distinct values, or (ties=True) values from {0, 1, 2} so that windows tie; for a pool that applies
+    ReLU (``relu``) shifted down by 1, so that many windows hold nothing above 0 and some tie at 0."""
+    x = rng.integers(0, 3, shape).astype(dtype) if ties else normal(rng, shape, dtype)
+    return x - 1 if relu else x
+
 
 
 # One runner per kernel -------------------------------------------------------
@@ -165,41 +166,50 @@ def run_conv_direct_grad_reduce(be, dtype, rng, O, T, K):
     return [Result("dweight", out["dweight"], dweight), Result("dbias", out["dbias"], dbias)]
 
 
-def run_maxpool_forward(be, dtype, rng, ties=False, **geometry):
+def pool_window(g):
+    return g["KH"], g["KW"], g["SH"], g["SW"]
+
+
+def run_maxpool_forward(be, dtype, rng, ties=False, relu=0, **geometry):
     g = pool_ints(**geometry)
-    x = pool_input(rng, (g["N"], g["C"], g["H"], g["W"]), dtype, ties)
+    x = pool_input(rng, (g["N"], g["C"], g["H"], g["W"]), dtype, ties, relu)
     shape = (g["N"], g["C"], g["HO"], g["WO"])
-    out = launch(be, "maxpool_forward", dtype, {"x": x}, {"y": shape, "argmax": shape}, **g)
-    y, argmax = ref.maxpool2d(x, g["KH"], g["KW"], g["SH"], g["SW"])
+    out = launch(be, "maxpool_forward", dtype, {"x": x}, {"y": shape, "argmax": shape}, relu=relu, **g)
+    y, argmax = (ref.relu_maxpool2d if relu else ref.maxpool2d)(x, *pool_window(g))
     return [Result("y", out["y"], y), Result("argmax", out["argmax"], argmax, EXACT)]
 
 
-def run_maxpool_backward(be, dtype, rng, ties=False, **geometry):
+def pool_backward_inputs(rng, dtype, g, ties, relu):
+    """x, and the forward's (y, argmax) for it with a random dy: what a max-pool's backward receives."""
+    x = pool_input(rng, (g["N"], g["C"], g["H"], g["W"]), dtype, ties, relu)
+    y, argmax = (ref.relu_maxpool2d if relu else ref.maxpool2d)(x, *pool_window(g))
+    return x, {"dy": normal(rng, argmax.shape, dtype), "argmax": argmax, "y": y.astype(dtype)}
+
+
+
+
+
+def run_maxpool_backward(be, dtype, rng, ties=False, relu=0, **geometry):
     g = pool_ints(**geometry)
-    x_shape = (g["N"], g["C"], g["H"], g["W"])
-    _, argmax = ref.maxpool2d(pool_input(rng, x_shape, dtype, ties), g["KH"], g["KW"], g["SH"], g["SW"])
-    dy = normal(rng, argmax.shape, dtype)
-    out = launch(be, "maxpool_backward", dtype, {"dy": dy, "argmax": argmax}, {"dx": x_shape}, **g)
-    return [Result("dx", out["dx"], ref.maxpool2d_backward(dy, argmax, x_shape))]
+    x, inputs = pool_backward_inputs(rng, dtype, g, ties, relu)
+    out = launch(be, "maxpool_backward", dtype, inputs, {"dx": x.shape}, relu=relu, **g)
+    return [Result("dx", out["dx"], ref.maxpool2d_backward(inputs["dy"], inputs["argmax"], x.shape) if not relu
+                   else ref.relu_maxpool2d_backward(inputs["dy"], x, *pool_window(g)))]
 
 
-def run_maxpool_backward_disjoint(be, dtype, rng, ties=False, initial="zeros", **geometry):
-    """Non-overlapping windows (KH <= SH, KW <= SW): dy written to each argmax of a dx the caller set.
-
-    With ``initial="zeros"`` (the contract) the result is max-pool's gradient;
-    with ``initial="random"`` every pixel that is no window's argmax must keep its value.
-    """
+def run_maxpool_backward_disjoint(be, dtype, rng, ties=False, relu=0, **geometry):
+    """Non-overlapping windows (KH <= SH, KW <= SW): each pixel's gradient from its one candidate window."""
     g = pool_ints(**geometry)
     assert g["KH"] <= g["SH"] and g["KW"] <= g["SW"], "windows overlap"
-    x_shape = (g["N"], g["C"], g["H"], g["W"])
-    _, argmax = ref.maxpool2d(pool_input(rng, x_shape, dtype, ties), g["KH"], g["KW"], g["SH"], g["SW"])
-    dy = normal(rng, argmax.shape, dtype)
-    dx = np.zeros(x_shape, dtype) if initial == "zeros" else normal(rng, x_shape, dtype)
-    ints = {k: g[k] for k in ("N", "C", "H", "W", "HO", "WO")}
-    out = launch(be, "maxpool_backward_disjoint", dtype, {"dy": dy, "argmax": argmax, "dx": dx}, {}, **ints)
-    routed = ref.maxpool2d_backward(dy, argmax, x_shape)
-    hit = ref.maxpool2d_backward(np.ones_like(dy), argmax, x_shape) > 0
-    return [Result("dx", out["dx"], np.where(hit, routed, dx))]
+    x, inputs = pool_backward_inputs(rng, dtype, g, ties, relu)
+    out = launch(be, "maxpool_backward_disjoint", dtype, inputs, {"dx": x.shape}, relu=relu, **disjoint_ints(g))
+    return [Result("dx", out["dx"], ref.maxpool2d_backward(inputs["dy"], inputs["argmax"], x.shape) if not relu
+                   else ref.relu_maxpool2d_backward(inputs["dy"], x, *pool_window(g)), EXACT)]
+
+
+def disjoint_ints(g):
+    """maxpool_backward_disjoint's integers (it needs no window size) from :func:`pool_ints`."""
+    return {k: g[k] for k in ("N", "C", "H", "W", "SH", "SW", "HO", "WO")}
 
 
 def run_global_avgpool_forward(be, dtype, rng, NC, HW):
@@ -629,6 +639,19 @@ def test_conv_direct_forward_edge_cases(cpu, rng, dtype, geometry):
     check(run_conv_direct_forward(cpu, dtype, rng, O=2, relu=0, **geometry), dtype)
 
 
+@each_dtype
+@given(geometry=conv_geometries(), O=st.integers(1, 3), rows=st.integers(1, 4), seed=seeds)
+def test_conv_direct_grad_partial_random_shapes(cpu, dtype, geometry, O, rows, seed):
+    check(run_conv_direct_grad_partial(cpu, dtype, np.random.default_rng(seed), O=O, rows=rows, **geometry), dtype)
+
+
+@each_dtype
+@conv_edge_cases
+def test_conv_direct_grad_partial_edge_cases(cpu, rng, dtype, geometry):
+    """Rows narrower than the kernel, single columns: taps that reach the image for a few outputs only."""
+    check(run_conv_direct_grad_partial(cpu, dtype, rng, O=2, rows=2, **geometry), dtype)
+
+
 @conv_edge_cases
 def test_col2im_is_the_adjoint_of_im2col(cpu, rng, geometry):
     """<im2col(x), c> == <x, col2im(c)> for the kernels themselves."""
@@ -668,32 +691,37 @@ pool_edge_cases = pytest.mark.parametrize(
 ties = pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
 
 
+with_relu = pytest.mark.parametrize("relu", [0, 1], ids=["pool", "relu+pool"])
+
+
 @each_dtype
-@given(geometry=pool_geometries(), seed=seeds, ties=st.booleans())
-def test_maxpool_forward_random_shapes(cpu, dtype, geometry, seed, ties):
-    check(run_maxpool_forward(cpu, dtype, np.random.default_rng(seed), ties=ties, **geometry), dtype)
+@given(geometry=pool_geometries(), seed=seeds, ties=st.booleans(), relu=st.sampled_from([0, 1]))
+def test_maxpool_forward_random_shapes(cpu, dtype, geometry, seed, ties, relu):
+    check(run_maxpool_forward(cpu, dtype, np.random.default_rng(seed), ties=ties, relu=relu, **geometry), dtype)
 
 
 @each_dtype
 @ties
+@with_relu
 @pool_edge_cases
-def test_maxpool_forward_edge_cases(cpu, rng, dtype, ties, geometry):
+def test_maxpool_forward_edge_cases(cpu, rng, dtype, ties, relu, geometry):
     """Values and argmax (exactly; the first maximum in row-major window order wins a tie)."""
-    check(run_maxpool_forward(cpu, dtype, rng, ties=ties, **geometry), dtype)
+    check(run_maxpool_forward(cpu, dtype, rng, ties=ties, relu=relu, **geometry), dtype)
 
 
 @each_dtype
-@given(geometry=pool_geometries(), seed=seeds, ties=st.booleans())
-def test_maxpool_backward_random_shapes(cpu, dtype, geometry, seed, ties):
-    check(run_maxpool_backward(cpu, dtype, np.random.default_rng(seed), ties=ties, **geometry), dtype)
+@given(geometry=pool_geometries(), seed=seeds, ties=st.booleans(), relu=st.sampled_from([0, 1]))
+def test_maxpool_backward_random_shapes(cpu, dtype, geometry, seed, ties, relu):
+    check(run_maxpool_backward(cpu, dtype, np.random.default_rng(seed), ties=ties, relu=relu, **geometry), dtype)
 
 
 @each_dtype
 @ties
+@with_relu
 @pool_edge_cases
-def test_maxpool_backward_edge_cases(cpu, rng, dtype, ties, geometry):
+def test_maxpool_backward_edge_cases(cpu, rng, dtype, ties, relu, geometry):
     """Overlapping windows that share a maximum must add their gradients."""
-    check(run_maxpool_backward(cpu, dtype, rng, ties=ties, **geometry), dtype)
+    check(run_maxpool_backward(cpu, dtype, rng, ties=ties, relu=relu, **geometry), dtype)
 
 
 @st.composite
@@ -707,35 +735,33 @@ DISJOINT_EDGE_CASES = [c for c in POOL_EDGE_CASES if c[4] <= c[6] and c[5] <= c[
 
 
 @each_dtype
-@given(geometry=disjoint_pool_geometries(), seed=seeds, ties=st.booleans(),
-       initial=st.sampled_from(["zeros", "random"]))
-def test_maxpool_backward_disjoint_random_shapes(cpu, dtype, geometry, seed, ties, initial):
-    check(run_maxpool_backward_disjoint(cpu, dtype, np.random.default_rng(seed), ties=ties, initial=initial,
+@given(geometry=disjoint_pool_geometries(), seed=seeds, ties=st.booleans(), relu=st.sampled_from([0, 1]))
+def test_maxpool_backward_disjoint_random_shapes(cpu, dtype, geometry, seed, ties, relu):
+    check(run_maxpool_backward_disjoint(cpu, dtype, np.random.default_rng(seed), ties=ties, relu=relu,
                                         **geometry), dtype)
 
 
 @each_dtype
 @ties
+@with_relu
 @pytest.mark.parametrize("geometry", [dict(zip(("N", "C", "H", "W", "KH", "KW", "SH", "SW"), c))
                                       for c in DISJOINT_EDGE_CASES], ids=lambda g: "x".join(map(str, g.values())))
-def test_maxpool_backward_disjoint_edge_cases(cpu, rng, dtype, ties, geometry):
-    check(run_maxpool_backward_disjoint(cpu, dtype, rng, ties=ties, **geometry), dtype)
+def test_maxpool_backward_disjoint_edge_cases(cpu, rng, dtype, ties, relu, geometry):
+    check(run_maxpool_backward_disjoint(cpu, dtype, rng, ties=ties, relu=relu, **geometry), dtype)
 
 
 @each_dtype
+@with_relu
 @pytest.mark.parametrize("geometry", [dict(N=2, C=3, H=7, W=9, KH=2, KW=2, SH=2, SW=2),
                                       dict(N=1, C=2, H=9, W=8, KH=2, KW=3, SH=3, SW=3)],
                          ids=["2x2s2", "2x3s3"])
-def test_maxpool_backward_disjoint_equals_the_gather(cpu, rng, dtype, geometry):
-    """Where windows do not overlap, both backward kernels give the same dx."""
+def test_maxpool_backward_disjoint_equals_the_gather(cpu, rng, dtype, relu, geometry):
+    """Where windows do not overlap, both backward kernels give the same dx, to the bit."""
     g = pool_ints(**geometry)
-    x_shape = (g["N"], g["C"], g["H"], g["W"])
-    _, argmax = ref.maxpool2d(normal(rng, x_shape, dtype), g["KH"], g["KW"], g["SH"], g["SW"])
-    dy = normal(rng, argmax.shape, dtype)
-    gathered = launch(cpu, "maxpool_backward", dtype, {"dy": dy, "argmax": argmax}, {"dx": x_shape}, **g)["dx"]
-    ints = {k: g[k] for k in ("N", "C", "H", "W", "HO", "WO")}
-    routed = launch(cpu, "maxpool_backward_disjoint", dtype,
-                    {"dy": dy, "argmax": argmax, "dx": np.zeros(x_shape, dtype)}, {}, **ints)["dx"]
+    x, inputs = pool_backward_inputs(rng, dtype, g, False, relu)
+    gathered = launch(cpu, "maxpool_backward", dtype, inputs, {"dx": x.shape}, relu=relu, **g)["dx"]
+    routed = launch(cpu, "maxpool_backward_disjoint", dtype, inputs, {"dx": x.shape}, relu=relu,
+                    **disjoint_ints(g))["dx"]
     np.testing.assert_array_equal(routed, gathered)
 
 
@@ -743,11 +769,13 @@ def test_maxpool_backward_sums_every_window_sharing_a_maximum(cpu):
     x = np.zeros((1, 1, 5, 5))
     x[0, 0, 2, 2] = 1.0                       # inside all nine 3x3 windows at stride 1
     g = pool_ints(N=1, C=1, H=5, W=5, KH=3, KW=3, SH=1, SW=1)
-    argmax = launch(cpu, "maxpool_forward", np.float64, {"x": x}, {"y": (1, 1, 3, 3), "argmax": (1, 1, 3, 3)},
-                    **g)["argmax"]
+    out = launch(cpu, "maxpool_forward", np.float64, {"x": x}, {"y": (1, 1, 3, 3), "argmax": (1, 1, 3, 3)},
+                 relu=0, **g)
+    argmax = out["argmax"]
     assert (argmax == 2 * 5 + 2).all()
     dy = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
-    dx = launch(cpu, "maxpool_backward", np.float64, {"dy": dy, "argmax": argmax}, {"dx": x.shape}, **g)["dx"]
+    dx = launch(cpu, "maxpool_backward", np.float64, {"dy": dy, "argmax": argmax, "y": out["y"]}, {"dx": x.shape},
+                relu=0, **g)["dx"]
     np.testing.assert_array_equal(dx, ref.maxpool2d_backward(dy, argmax, x.shape))
 
 
@@ -1010,15 +1038,16 @@ def run_op_linear(be, dtype, rng, N, IN, OUT):
             Result("dweight", to(dweight), want[1], GEMM), Result("dbias", to(dbias), want[2], GEMM)]
 
 
-def run_op_maxpool2d(be, dtype, rng, N, C, H, W, K, S):
-    x = normal(rng, (N, C, H, W), dtype)
-    y, argmax = ops.maxpool2d_forward(be, be.asarray(x), K, S)
+def run_op_maxpool2d(be, dtype, rng, N, C, H, W, K, S, relu=False):
+    x = pool_input(rng, (N, C, H, W), dtype, False, relu)
+    y, argmax = ops.maxpool2d_forward(be, be.asarray(x), K, S, relu=relu)
     dy = normal(rng, y.shape, dtype)
-    dx = ops.maxpool2d_backward(be, be.asarray(dy), argmax, x.shape, K, S)
-    stride = K if S is None else S
-    want_y, want_argmax = ref.maxpool2d(x, K, K, stride, stride)
+    dx = ops.maxpool2d_backward(be, be.asarray(dy), argmax, y, x.shape, K, S, relu=relu)
+    window = (K, K) + ((K, K) if S is None else (S, S))
+    want_y, want_argmax = (ref.relu_maxpool2d if relu else ref.maxpool2d)(x, *window)
+    want_dx = ref.relu_maxpool2d_backward(dy, x, *window) if relu else ref.maxpool2d_backward(dy, want_argmax, x.shape)
     return [Result("y", be.to_numpy(y), want_y), Result("argmax", be.to_numpy(argmax), want_argmax, EXACT),
-            Result("dx", be.to_numpy(dx), ref.maxpool2d_backward(dy, want_argmax, x.shape))]
+            Result("dx", be.to_numpy(dx), want_dx)]
 
 
 def run_op_global_avgpool(be, dtype, rng, N, C, H, W):
@@ -1143,7 +1172,8 @@ OP_CASES = {
     "linear": (run_op_linear, [dict(N=1, IN=1, OUT=1), dict(N=5, IN=7, OUT=3), dict(N=32, IN=300, OUT=17)]),
     "maxpool2d": (run_op_maxpool2d, [dict(N=2, C=3, H=8, W=8, K=2, S=None), dict(N=1, C=2, H=7, W=9, K=3, S=2),
                                      dict(N=1, C=1, H=6, W=5, K=2, S=1), dict(N=2, C=2, H=9, W=7, K=3, S=None),
-                                     dict(N=1, C=3, H=8, W=11, K=2, S=3)]),
+                                     dict(N=1, C=3, H=8, W=11, K=2, S=3), dict(N=2, C=3, H=8, W=8, K=2, S=None, relu=True),
+                                     dict(N=1, C=2, H=7, W=9, K=3, S=2, relu=True)]),
     "global_avgpool": (run_op_global_avgpool, [dict(N=1, C=1, H=1, W=1), dict(N=3, C=5, H=7, W=4)]),
     "relu": (run_op_relu, [dict(shape=(1,)), dict(shape=(3, 4, 5, 7))]),
     "losses": (run_op_losses, [dict(N=1, K=1, gamma=2.0), dict(N=9, K=4, gamma=0.0),
@@ -1238,7 +1268,7 @@ def test_maxpool_forward_yields_nan_for_a_window_with_nan(cpu, rng, dtype, geome
     x = with_nans(rng, (g["N"], g["C"], g["H"], g["W"]), dtype)
     shape = (g["N"], g["C"], g["HO"], g["WO"])
     y, argmax = np.full(shape, 7.0, dtype), np.full(shape, POISON_INT, np.int64)
-    cpu.launch("maxpool_forward", x=x, y=y, argmax=argmax, **g)
+    cpu.launch("maxpool_forward", x=x, y=y, argmax=argmax, relu=0, **g)
     want_y, want_argmax = ref.maxpool2d(x, g["KH"], g["KW"], g["SH"], g["SW"])
     np.testing.assert_array_equal(y, want_y)
     np.testing.assert_array_equal(argmax, want_argmax)
@@ -1262,12 +1292,12 @@ def test_maxpool_backward_sends_the_gradient_to_the_nan(cpu, rng, dtype, geometr
     x_shape = (g["N"], g["C"], g["H"], g["W"])
     x = with_nans(rng, x_shape, dtype)
     shape = (g["N"], g["C"], g["HO"], g["WO"])
-    argmax = launch(cpu, "maxpool_forward", dtype, {"x": x}, {"y": shape, "argmax": shape}, **g)["argmax"]
-    dy = normal(rng, shape, dtype)
-    ints = {k: g[k] for k in ("N", "C", "H", "W", "HO", "WO")}
-    routed = launch(cpu, "maxpool_backward_disjoint", dtype,
-                    {"dy": dy, "argmax": argmax, "dx": np.zeros(x_shape, dtype)}, {}, **ints)["dx"]
-    gathered = launch(cpu, "maxpool_backward", dtype, {"dy": dy, "argmax": argmax}, {"dx": x_shape}, **g)["dx"]
+    forward = launch(cpu, "maxpool_forward", dtype, {"x": x}, {"y": shape, "argmax": shape}, relu=0, **g)
+    argmax = forward["argmax"]
+    inputs = {"dy": normal(rng, shape, dtype), "argmax": argmax, "y": forward["y"]}
+    dy = inputs["dy"]
+    routed = launch(cpu, "maxpool_backward_disjoint", dtype, inputs, {"dx": x_shape}, relu=0, **disjoint_ints(g))["dx"]
+    gathered = launch(cpu, "maxpool_backward", dtype, inputs, {"dx": x_shape}, relu=0, **g)["dx"]
     want = ref.maxpool2d_backward(dy, argmax, x_shape)
     np.testing.assert_array_equal(routed, want)
     check([Result("dx", gathered, want)], dtype)

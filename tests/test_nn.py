@@ -187,13 +187,16 @@ def test_linear_layer_gradients_accumulate_until_zero_grad(rng):
     assert not layer.weight.grad.any()
 
 
-@pytest.mark.parametrize("kernel,stride", [(2, 2), (3, 2)], ids=["disjoint-pool", "overlapping-pool"])
-def test_fused_neighbours_equal_the_layers_one_by_one(rng, kernel, stride):
-    """Sequential runs Conv2d+ReLU forward as one pass; the layers called one by one are the oracle,
-    forward and backward, to the bit."""
+@pytest.mark.parametrize("kernel,stride,middle", [(2, 2, []), (3, 2, []), (2, 2, ["bn"]), (None, None, [])],
+                         ids=["disjoint-pool", "overlapping-pool", "batchnorm-disjoint-pool", "no-pool"])
+def test_fused_neighbours_equal_the_layers_one_by_one(rng, kernel, stride, middle):
+    """Sequential runs ReLU+MaxPool2d as one pass, and Conv2d+ReLU where no pool follows; the layers called
+    one by one are the oracle, forward and backward, to the bit."""
     def build():
-        return nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, rng=np.random.default_rng(5)), nn.ReLU(),
-                             nn.MaxPool2d(kernel, stride), nn.Flatten())
+        layers = [nn.Conv2d(2, 3, 3, padding=1, rng=np.random.default_rng(5))]
+        layers += [nn.BatchNorm2d(3) for _ in middle] + [nn.ReLU()]
+        layers += [nn.MaxPool2d(kernel, stride)] if kernel else []
+        return nn.Sequential(*layers, nn.Flatten())
     x = rng.standard_normal((2, 2, 9, 9)).astype(np.float32)
     fused, separate = build(), build()
     y_fused = fused.forward(x)

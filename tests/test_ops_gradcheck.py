@@ -59,16 +59,19 @@ def test_conv2d_gradients(cpu, rng, K, stride, padding, method):
     assert_gradient(dbias, numerical_gradient(f, bias), "conv2d dbias")
 
 
+@pytest.mark.parametrize("relu", [False, True], ids=["pool", "relu+pool"])
 @pytest.mark.parametrize("K,stride", [(2, None), (3, 2), (3, 1), (2, 3)])
-def test_maxpool_gradient(cpu, rng, K, stride):
-    x = distinct(rng, (2, 2, 7, 8))
-    y, argmax = ops.maxpool2d_forward(cpu, x, K, stride)
+def test_maxpool_gradient(cpu, rng, K, stride, relu):
+    x = distinct(rng, (2, 2, 7, 8)) - (0.595 if relu else 0)   # with ReLU, windows with nothing above 0; none at 0
+    y, argmax = ops.maxpool2d_forward(cpu, x, K, stride, relu=relu)
+    if relu:
+        assert (y == 0).any() and (y > 0).any()   # windows on both sides of ReLU's kink
     R = rng.standard_normal(y.shape)
 
     def f():
-        return float(np.sum(ops.maxpool2d_forward(cpu, x, K, stride)[0] * R))
+        return float(np.sum(ops.maxpool2d_forward(cpu, x, K, stride, relu=relu)[0] * R))
 
-    dx = ops.maxpool2d_backward(cpu, R, argmax, x.shape, K, stride)
+    dx = ops.maxpool2d_backward(cpu, R, argmax, y, x.shape, K, stride, relu=relu)
     assert_gradient(dx, numerical_gradient(f, x), "maxpool dx")
 
 

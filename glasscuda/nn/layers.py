@@ -139,6 +139,10 @@ class Linear(Module):
         return f"in_features={self.in_features}, out_features={self.out_features}"
 
 
+# What a ReLU keeps when the max-pool after it applies it: its backward passes the gradient on unchanged.
+_APPLIED_BY_POOL = "applied by the max-pool after it"
+
+
 class ReLU(Module):
     def forward(self, x):
         y = ops.relu_forward(self.backend, self._input(x))
@@ -146,7 +150,10 @@ class ReLU(Module):
         return y
 
     def backward(self, grad_out, need_input_grad=True):
-        return ops.relu_backward(self.backend, self._take(), grad_out)
+        kept = self._take()
+        if kept is _APPLIED_BY_POOL:   # the pool's backward masked the gradient
+            return grad_out
+        return ops.relu_backward(self.backend, kept, grad_out)
 
 
 class MaxPool2d(Module):
@@ -157,17 +164,20 @@ class MaxPool2d(Module):
         self.kernel_size, self.stride = _checked(
             "MaxPool2d", kernel_size=kernel_size, stride=stride if stride is not None else kernel_size)
 
-    def forward(self, x):
+    def forward(self, x, relu: "ReLU | None" = None):
+        """The pooling; with ``relu`` (the ReLU layer before it) pooling of that ReLU's output, in one pass."""
         x = self._input(x)
         _check_input("MaxPool2d", x, 4, "[N, C, H, W]")
-        y, argmax = ops.maxpool2d_forward(self.backend, x, self.kernel_size, self.stride)
-        self._keep((argmax, x.shape))
+        y, argmax = ops.maxpool2d_forward(self.backend, x, self.kernel_size, self.stride, relu=relu is not None)
+        if relu is not None:
+            relu._keep(_APPLIED_BY_POOL)
+        self._keep((argmax, y, x.shape, relu is not None))
         return y
 
     def backward(self, grad_out, need_input_grad=True):
-        argmax, x_shape = self._take()
-        return ops.maxpool2d_backward(self.backend, grad_out, argmax, x_shape,
-                                      self.kernel_size, self.stride)
+        argmax, y, x_shape, relu = self._take()
+        return ops.maxpool2d_backward(self.backend, grad_out, argmax, y, x_shape,
+                                      self.kernel_size, self.stride, relu=relu)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
@@ -223,9 +233,11 @@ class Flatten(Module):
 class Sequential(Module):
     """Layers applied in order; backward runs them in reverse.
 
-    A Conv2d followed by a ReLU runs as one pass after the GEMM (the bias and
-    the ReLU applied as the GEMM's output is laid out), with the results of
-    the two layers one by one, to the bit. In eval mode a Conv2d followed by a
+    A ReLU followed by a MaxPool2d runs as one pass (the ReLU taken of each
+    window's max, its gradient masked in the pool's backward), and a Conv2d
+    followed by a ReLU that no max-pool follows as one pass after the GEMM
+    (the bias and the ReLU applied as the GEMM's output is laid out); either
+    way the results are those of the layers one by one, to the bit. In eval mode a Conv2d followed by a
     BatchNorm2d (and a ReLU) runs as one convolution whose weights and bias
     have the batch norm folded in (``fold_batchnorm``), folded afresh on each
     call so that it always follows the current parameters and statistics.
@@ -255,7 +267,11 @@ class Sequential(Module):
                 relu = after[1] if len(after) > 1 and isinstance(after[1], ReLU) else None
                 x = layer.forward_folded(x, after[0], relu=relu)
                 i += 3 if relu is not None else 2
-            elif isinstance(layer, Conv2d) and after and isinstance(after[0], ReLU):
+            elif isinstance(layer, ReLU) and after and isinstance(after[0], MaxPool2d):
+                x = after[0].forward(x, relu=layer)   # one pass for the pair
+                i += 2
+            elif (isinstance(layer, Conv2d) and after and isinstance(after[0], ReLU)
+                  and not (len(after) > 1 and isinstance(after[1], MaxPool2d))):
                 x = layer.forward(x, relu=after[0])   # one pass for the pair
                 i += 2
             else:
