@@ -25,20 +25,23 @@
  */
 #include "portable.cuh"
 
-/* sum + the K x K taps of one input channel, in (ki, kj) order: taps[ki*K + kj] * rows[ki][kj], the rows
-   of the image a stride `row_step` apart. Called with K a constant, the host unrolls all K*K taps. */
-DEVICE real conv_window_taps(real sum, const real* rows, long long row_step, const real* taps, long long K)
+/* sum + the taps of kernel rows first <= ki < last of one input channel, in (ki, kj) order:
+   taps[ki*K + kj] * rows[ki][kj], the rows of the image a stride `row_step` apart. Called with constants
+   (0, K, K), the host unrolls all K*K taps. */
+DEVICE real conv_window_taps(real sum, const real* rows, long long row_step, const real* taps, long long K,
+                             long long first, long long last)
 {
-    for (long long ki = 0; ki < K; ++ki)
+    for (long long ki = first; ki < last; ++ki)
         for (long long kj = 0; kj < K; ++kj) sum += taps[ki * K + kj] * rows[ki * row_step + kj];
     return sum;
 }
 
 /* The interior pass of the forward for a K x K kernel (K a constant): outputs inner <= ow < outer, whose
-   windows lie inside the image, each summed in a register over one channel's taps at a time. The taps are
-   copied to a local array first, which the host keeps in registers (read through `weight` they could
-   alias `y`, and would be loaded again for every vector). */
-#define CONV_INTERIOR_PASS(K)                                                                          \
+   windows lie inside the image across, each summed in a register over one channel's taps at a time, kernel
+   rows FIRST <= ki < LAST (those inside the image; rows in the padding add nothing). The taps are copied to
+   a local array first, which the host keeps in registers (read through `weight` they could alias `y`, and
+   would be loaded again for every vector). */
+#define CONV_INTERIOR_PASS(K, FIRST, LAST)                                                             \
     {                                                                                                  \
         FOR_EACH_IN_RANGE(ow, inner, outer) out[ow] = bias[o];                                         \
         for (long long c = 0; c < C; ++c) {                                                            \
@@ -47,11 +50,35 @@ DEVICE real conv_window_taps(real sum, const real* rows, long long row_step, con
             const real* rows = x + ((n * C + c) * H + top) * W - PW;   /* window of ow: rows + ow */   \
             if (relu && c == C - 1)                                                                    \
                 FOR_EACH_IN_RANGE(ow, inner, outer) {                                                  \
-                    real sum = conv_window_taps(out[ow], rows + ow, W, tap, K);                        \
+                    real sum = conv_window_taps(out[ow], rows + ow, W, tap, K, FIRST, LAST);           \
                     out[ow] = sum > 0 ? sum : (real)0;                                                 \
                 }                                                                                      \
             else                                                                                       \
-                FOR_EACH_IN_RANGE(ow, inner, outer) out[ow] = conv_window_taps(out[ow], rows + ow, W, tap, K); \
+                FOR_EACH_IN_RANGE(ow, inner, outer)                                                    \
+                    out[ow] = conv_window_taps(out[ow], rows + ow, W, tap, K, FIRST, LAST);             \
+        }                                                                                              \
+    }
+
+/* The outputs on either side of the interior (ow < inner, outer <= ow), for the same kernels: each window
+   is read into a local K x K array, 0 in the columns in the padding, and summed as the interior's; the taps
+   add up in the generic path's order (bias, then (c, ki, kj), columns in the padding adding tap * 0), but
+   without a branch per tap. */
+#define CONV_EDGE_PASS(K, FIRST, LAST)                                                                 \
+    for (long long part = 0; part < 2; ++part) {                                                       \
+        FOR_EACH_IN_RANGE(ow, part ? outer : 0, part ? WO : inner) {                                   \
+            real sum = bias[o];                                                                        \
+            for (long long c = 0; c < C; ++c) {                                                        \
+                real window[K * K];                                                                    \
+                const real* rows = x + ((n * C + c) * H + top) * W;                                    \
+                for (long long ki = FIRST; ki < LAST; ++ki)                                            \
+                    for (long long kj = 0; kj < K; ++kj) {                                             \
+                        long long w = ow - PW + kj;                                                    \
+                        real v = rows[ki * W + gc_minll(gc_maxll(w, 0), W - 1)];                      \
+                        window[ki * K + kj] = w >= 0 && w < W ? v : (real)0;                           \
+                    }                                                                                  \
+                sum = conv_window_taps(sum, window, K, weight + (o * C + c) * K * K, K, FIRST, LAST);  \
+            }                                                                                          \
+            out[ow] = relu ? (sum > 0 ? sum : (real)0) : sum;                                          \
         }                                                                                              \
     }
 
@@ -68,33 +95,39 @@ KERNEL(conv_direct_forward)(const real* x, const real* weight, const real* bias,
         long long n = line / (HO * O);
         long long top = oh * SH - PH;   /* the input row under kernel row 0 */
         real* out = y + line * WO;
-        /* [inner, outer): the outputs whose whole window is inside the image, for a square 3x3 or 5x5
-           kernel at column stride 1: contiguous unmasked reads there, which the host vectorises. */
-        long long inner = 0, outer = 0;
-        if (SW == 1 && KH == KW && (KW == 3 || KW == 5) && top >= 0 && top + KH <= H) {
-            inner = gc_minll(PW, WO);
-            outer = gc_maxll(gc_minll(W + PW - KW + 1, WO), inner);
-            if (KW == 3) CONV_INTERIOR_PASS(3)
-            else CONV_INTERIOR_PASS(5)
-        }
-        /* Every other output, each tap masked by the padding: the same sum, in the same order
-           (bias, then (c, ki, kj); rows in the padding add nothing, columns in it add tap * 0). */
-        for (long long part = 0; part < 2; ++part) {
-            FOR_EACH_IN_RANGE(ow, part ? outer : 0, part ? WO : inner) {
-                real sum = bias[o];
-                for (long long c = 0; c < C; ++c)
-                    for (long long ki = 0; ki < KH; ++ki) {
-                        long long h = top + ki;
-                        if (h < 0 || h >= H) continue;
-                        const real* row = x + ((n * C + c) * H + h) * W;
-                        const real* taps = weight + ((o * C + c) * KH + ki) * KW;
-                        for (long long kj = 0; kj < KW; ++kj) {
-                            long long w = ow * SW - PW + kj;
-                            sum += taps[kj] * ((w >= 0 && w < W) ? row[w] : (real)0);
-                        }
-                    }
-                out[ow] = relu ? (sum > 0 ? sum : (real)0) : sum;
+        /* [inner, outer): the outputs whose window is inside the image across, for a square 3x3 or 5x5
+           kernel at column stride 1: contiguous unmasked reads there, which the host vectorises; kernel
+           rows [first, last) are inside the image, all of them but in the first and last few output rows. */
+        if (SW == 1 && KH == KW && (KW == 3 || KW == 5)) {
+            long long inner = gc_minll(PW, WO);
+            long long outer = gc_maxll(gc_minll(W + PW - KW + 1, WO), inner);
+            long long first = gc_maxll(-top, 0), last = gc_minll(H - top, KH);
+            bool every_row = first == 0 && last == KH;
+            if (KW == 3) {
+                if (every_row) { CONV_INTERIOR_PASS(3, 0, 3) CONV_EDGE_PASS(3, 0, 3) }
+                else { CONV_INTERIOR_PASS(3, first, last) CONV_EDGE_PASS(3, first, last) }
+            } else {
+                if (every_row) { CONV_INTERIOR_PASS(5, 0, 5) CONV_EDGE_PASS(5, 0, 5) }
+                else { CONV_INTERIOR_PASS(5, first, last) CONV_EDGE_PASS(5, first, last) }
             }
+            continue;
+        }
+        /* Any other kernel: every output, each tap masked by the padding: the same sum, in the same order
+           (bias, then (c, ki, kj); rows in the padding add nothing, columns in it add tap * 0). */
+        FOR_EACH_IN_RUN(ow, WO) {
+            real sum = bias[o];
+            for (long long c = 0; c < C; ++c)
+                for (long long ki = 0; ki < KH; ++ki) {
+                    long long h = top + ki;
+                    if (h < 0 || h >= H) continue;
+                    const real* row = x + ((n * C + c) * H + h) * W;
+                    const real* taps = weight + ((o * C + c) * KH + ki) * KW;
+                    for (long long kj = 0; kj < KW; ++kj) {
+                        long long w = ow * SW - PW + kj;
+                        sum += taps[kj] * ((w >= 0 && w < W) ? row[w] : (real)0);
+                    }
+                }
+            out[ow] = relu ? (sum > 0 ? sum : (real)0) : sum;
         }
     }
 }
