@@ -626,30 +626,28 @@ def test_col2im_edge_cases(cpu, rng, dtype, geometry):
     check(run_col2im(cpu, dtype, rng, **geometry), dtype)
 
 
-@each_dtype
-@given(geometry=conv_geometries(), O=st.integers(1, 3), relu=st.sampled_from([0, 1]), seed=seeds)
-def test_conv_direct_forward_random_shapes(cpu, dtype, geometry, O, relu, seed):
-    check(run_conv_direct_forward(cpu, dtype, np.random.default_rng(seed), O=O, relu=relu, **geometry), dtype)
+# The direct kernels' own argument beside the geometry, from a small integer k: the forward's relu flag, the
+# weight gradient's rows per chunk.
+DIRECT_KERNELS = pytest.mark.parametrize("run,option", [
+    (run_conv_direct_forward, lambda k: dict(relu=k % 2)),
+    (run_conv_direct_grad_partial, lambda k: dict(rows=k + 1)),
+], ids=["forward", "grad_partial"])
 
 
 @each_dtype
+@DIRECT_KERNELS
+@given(geometry=conv_geometries(), O=st.integers(1, 3), k=st.integers(0, 3), seed=seeds)
+def test_conv_direct_random_shapes(cpu, dtype, run, option, geometry, O, k, seed):
+    check(run(cpu, dtype, np.random.default_rng(seed), O=O, **option(k), **geometry), dtype)
+
+
+@each_dtype
+@DIRECT_KERNELS
 @conv_edge_cases
-def test_conv_direct_forward_edge_cases(cpu, rng, dtype, geometry):
-    """Rows narrower than the kernel, single columns: every output at the edge of its row."""
-    check(run_conv_direct_forward(cpu, dtype, rng, O=2, relu=0, **geometry), dtype)
-
-
-@each_dtype
-@given(geometry=conv_geometries(), O=st.integers(1, 3), rows=st.integers(1, 4), seed=seeds)
-def test_conv_direct_grad_partial_random_shapes(cpu, dtype, geometry, O, rows, seed):
-    check(run_conv_direct_grad_partial(cpu, dtype, np.random.default_rng(seed), O=O, rows=rows, **geometry), dtype)
-
-
-@each_dtype
-@conv_edge_cases
-def test_conv_direct_grad_partial_edge_cases(cpu, rng, dtype, geometry):
-    """Rows narrower than the kernel, single columns: taps that reach the image for a few outputs only."""
-    check(run_conv_direct_grad_partial(cpu, dtype, rng, O=2, rows=2, **geometry), dtype)
+def test_conv_direct_edge_cases(cpu, rng, dtype, run, option, geometry):
+    """Rows narrower than the kernel, single columns: outputs at the edge of their row, taps that reach the
+    image for a few outputs only."""
+    check(run(cpu, dtype, rng, O=2, **option(1), **geometry), dtype)
 
 
 @conv_edge_cases
