@@ -210,7 +210,7 @@ def _conv_epilogue(be, y, bias, N, O, S):
     return out
 
 
-# ReLU on its own: at each conv's output (where a pool does not follow it) and after the hidden Linear ----------------------------
+# ReLU on its own: at each conv's output (where no pool follows) and after the hidden Linear ----------
 
 RELU_SHAPES = [c.output_shape for c in CONV_LAYERS] + [(BATCH, HIDDEN)]
 relu_shapes = pytest.mark.parametrize("shape", RELU_SHAPES, ids=[shape_text(s) for s in RELU_SHAPES])

@@ -26,8 +26,8 @@
 #include "portable.cuh"
 
 /* sum + the taps of kernel rows first <= ki < last of one input channel, in (ki, kj) order:
-   taps[ki*K + kj] * rows[ki][kj], the rows of the image a stride `row_step` apart. Called with constants
-   (0, K, K), the host unrolls all K*K taps. */
+   taps[ki*K + kj] * rows[ki][kj], the rows of the image a stride `row_step` apart. Called with K, first = 0
+   and last = K constants, the host unrolls all K*K taps. */
 DEVICE real conv_window_taps(real sum, const real* rows, long long row_step, const real* taps, long long K,
                              long long first, long long last)
 {

@@ -237,10 +237,11 @@ class Sequential(Module):
     window's max, its gradient masked in the pool's backward), and a Conv2d
     followed by a ReLU that no max-pool follows as one pass after the GEMM
     (the bias and the ReLU applied as the GEMM's output is laid out); either
-    way the results are those of the layers one by one, to the bit. In eval mode a Conv2d followed by a
-    BatchNorm2d (and a ReLU) runs as one convolution whose weights and bias
-    have the batch norm folded in (``fold_batchnorm``), folded afresh on each
-    call so that it always follows the current parameters and statistics.
+    way the results are those of the layers one by one, to the bit. In eval
+    mode a Conv2d followed by a BatchNorm2d (and a ReLU) runs as one
+    convolution whose weights and bias have the batch norm folded in
+    (``fold_batchnorm``), folded afresh on each call so that it always follows
+    the current parameters and statistics.
     """
 
     def __init__(self, *layers):
