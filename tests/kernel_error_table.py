@@ -35,7 +35,8 @@ def kernel_cases(kernel):
     if kernel in ("im2col", "col2im"):
         cases += [dict(zip(CONV_KEYS, g)) for g in CONV_EDGE_CASES]
     if kernel in ("maxpool_forward", "maxpool_backward"):
-        cases += [dict(zip(POOL_KEYS, g), ties=t, relu=r) for g in POOL_EDGE_CASES for t in (False, True) for r in (0, 1)]
+        cases += [dict(zip(POOL_KEYS, g), ties=t, relu=r) for g in POOL_EDGE_CASES for t in (False, True)
+                  for r in (0, 1)]
     if kernel == "maxpool_backward_disjoint":
         cases += [dict(zip(POOL_KEYS, g), ties=t, relu=r) for g in DISJOINT_EDGE_CASES for t in (False, True)
                   for r in (0, 1)]

@@ -34,7 +34,8 @@ BINARY_STEP = {"flip_rotate90": 1, "im2col": 3, "swap_outer_axes_bias": 3, "swap
                **FIRST_CONV}
 MULTILABEL_STEP = {"flip_rotate90": 1, "rotate_bilinear": 1, "im2col": 3, "swap_outer_axes_bias": 3,
                    "swap_outer_axes": 3, "bias_add": 1, "maxpool_forward": 4, "global_avgpool_forward": 1, "bias_grad_partial": 4,
-                   "bias_grad_reduce": 4, "col2im": 3, "maxpool_backward_disjoint": 4, "global_avgpool_backward": 1, "focal_with_logits": 1, "adam_update": 1, **FIRST_CONV}
+                   "bias_grad_reduce": 4, "col2im": 3, "maxpool_backward_disjoint": 4,
+                   "global_avgpool_backward": 1, "focal_with_logits": 1, "adam_update": 1, **FIRST_CONV}
 
 
 def binary(be):

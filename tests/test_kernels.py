@@ -116,7 +116,6 @@ def pool_input(rng, shape, dtype, ties, relu=0):
     return x - 1 if relu else x
 
 
-
 # One runner per kernel -------------------------------------------------------
 
 def run_im2col(be, dtype, rng, **geometry):
@@ -184,9 +183,6 @@ def pool_backward_inputs(rng, dtype, g, ties, relu):
     x = pool_input(rng, (g["N"], g["C"], g["H"], g["W"]), dtype, ties, relu)
     y, argmax = (ref.relu_maxpool2d if relu else ref.maxpool2d)(x, *pool_window(g))
     return x, {"dy": normal(rng, argmax.shape, dtype), "argmax": argmax, "y": y.astype(dtype)}
-
-
-
 
 
 def run_maxpool_backward(be, dtype, rng, ties=False, relu=0, **geometry):
@@ -1043,7 +1039,8 @@ def run_op_maxpool2d(be, dtype, rng, N, C, H, W, K, S, relu=False):
     dx = ops.maxpool2d_backward(be, be.asarray(dy), argmax, y, x.shape, K, S, relu=relu)
     window = (K, K) + ((K, K) if S is None else (S, S))
     want_y, want_argmax = (ref.relu_maxpool2d if relu else ref.maxpool2d)(x, *window)
-    want_dx = ref.relu_maxpool2d_backward(dy, x, *window) if relu else ref.maxpool2d_backward(dy, want_argmax, x.shape)
+    want_dx = (ref.relu_maxpool2d_backward(dy, x, *window) if relu
+               else ref.maxpool2d_backward(dy, want_argmax, x.shape))
     return [Result("y", be.to_numpy(y), want_y), Result("argmax", be.to_numpy(argmax), want_argmax, EXACT),
             Result("dx", be.to_numpy(dx), want_dx)]
 
@@ -1294,10 +1291,10 @@ def test_maxpool_backward_sends_the_gradient_to_the_nan(cpu, rng, dtype, geometr
     forward = launch(cpu, "maxpool_forward", dtype, {"x": x}, {"y": shape, "argmax": shape}, relu=0, **g)
     argmax = forward["argmax"]
     inputs = {"dy": normal(rng, shape, dtype), "argmax": argmax, "y": forward["y"]}
-    dy = inputs["dy"]
-    routed = launch(cpu, "maxpool_backward_disjoint", dtype, inputs, {"dx": x_shape}, relu=0, **disjoint_ints(g))["dx"]
+    routed = launch(cpu, "maxpool_backward_disjoint", dtype, inputs, {"dx": x_shape}, relu=0,
+                    **disjoint_ints(g))["dx"]
     gathered = launch(cpu, "maxpool_backward", dtype, inputs, {"dx": x_shape}, relu=0, **g)["dx"]
-    want = ref.maxpool2d_backward(dy, argmax, x_shape)
+    want = ref.maxpool2d_backward(inputs["dy"], argmax, x_shape)
     np.testing.assert_array_equal(routed, want)
     check([Result("dx", gathered, want)], dtype)
     assert (want[np.isnan(x)] != 0).any()    # some gradient did land on a NaN pixel
